@@ -265,11 +265,10 @@ def print_bucket_table(task, scores_by_variant):
     for variant in scores_by_variant:
         headers += [f"{variant} exact", f"{variant} token acc"]
     rows = []
-    for lo, hi in task.buckets() + [None]:
-        name = f"len {lo}-{hi}" if lo is not None else "all"
-        row = [name if lo is not None else "**all**"]
+    for name in [f"len {lo}-{hi}" for lo, hi in task.buckets()] + ["all"]:
+        row = [name]
         for scores in scores_by_variant.values():
-            cell = scores[name] if lo is not None else scores
+            cell = scores if name == "all" else scores[name]
             row += [f"{cell['exact_match']:.3f}", f"{cell['token_accuracy']:.3f}"]
         rows.append(row)
     print_table(headers, rows)
@@ -293,19 +292,518 @@ def check_translation_args(args):
 # ---------------------------------------------------------------------------------------------
 
 # --- Bahdanau, Cho, Bengio 2014: bahdanau.py --------------------------
-# (bahdanau: experiment goes here)
+
+def length_sorted_batches(task, batch_size, rng, pool=20):
+    """Appendix B.2 of Bahdanau et al.: draw pool x batch_size pairs, sort them by source length and
+    cut them into pool minibatches, served in random order. Less padding, so shorter decoder loops."""
+    while True:
+        pairs = sorted(task.pairs(batch_size * pool, rng), key=lambda pair: len(pair[0]))
+        batches = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+        for k in rng.permutation(len(batches)):
+            yield task.collate(batches[k])
+
+
+def run_bahdanau(args):
+    """Toy translation with RNNsearch (section 3). --compare adds RNNencdec at equal sizes, trained
+    for exactly as many steps as RNNsearch took to solve the task (or --steps, if it never did), and
+    prints exact match per source length: Figure 2 in miniature."""
+    import bahdanau as bd
+    check_translation_args(args)
+    task, test_pairs = translation_task(args)
+    variants = {"RNNsearch": bd.RNNSearch}
+    if args.compare:
+        variants["RNNencdec"] = bd.RNNEncDec
+    results, scores_by_variant, curves = [], {}, {}
+    run_args = args
+    for variant, model_class in variants.items():
+        rng = seed_everything(args.seed)
+        config = bd.BahdanauConfig(task.vocab_size, embed_dim=args.embed_dim, hidden=args.hidden,
+                                   align_dim=args.align_dim, maxout_dim=args.maxout, pad=tasks.PAD,
+                                   paper_init=args.paper_init)
+        model = model_class(config).to(args.device)
+        print(f"{variant}: {count_parameters(model):,} parameters, sentences of "
+              f"{args.min_len}-{args.max_len} tokens, device {args.device}")
+        batches = length_sorted_batches(task, args.batch_size, rng)
+
+        def loss_fn(model, batch):
+            src, tgt = batch
+            logits = model(src, tgt[:, :-1])
+            return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=tasks.PAD)
+
+        run = train(model, run_args, lambda: [t.to(args.device) for t in next(batches)], loss_fn,
+                    evaluate=lambda m: teacher_forced_scores(m, task, test_pairs, args.device),
+                    solved=lambda metrics: variant == "RNNsearch" and metrics["exact_match"] >= args.target,
+                    optimizer=torch.optim.Adam(model.parameters(), lr=args.lr), clip=args.clip,
+                    label=variant)
+        # equal steps: the baseline trains exactly as long as RNNsearch did, with no early stop
+        run_args = argparse.Namespace(**dict(vars(args), steps=run["steps"]))
+        model.eval()
+        if args.beam == 1:
+            decode = lambda src: bd.greedy_decode(model, src, src.size(1) + 10)
+        else:
+            decode = lambda src: bd.beam_search(model, src, args.beam, src.size(1) + 10)
+        scores = decoded_scores(decode, task, test_pairs, args.device)
+        run["solved"] = bool(scores["exact_match"] >= args.target)
+        print(f"[{variant}] held-out {'greedy' if args.beam == 1 else f'beam-{args.beam}'} decoding: "
+              f"exact match {scores['exact_match']:.4f}, token accuracy {scores['token_accuracy']:.4f}")
+        scores_by_variant[variant], curves[variant] = scores, run["losses"]
+        metrics = dict(scores, final_loss=round(run["losses"][-1], 4), parameters=count_parameters(model))
+        results.append(result_line(args, "bahdanau", "toy-translation", variant, run, metrics, model))
+        if variant == "RNNsearch":
+            show_alignment(args, task, model, decode, test_pairs)
+    save_loss_curves(args, curves)
+    print_bucket_table(task, scores_by_variant)
+    if args.compare:
+        print_table(["variant", "parameters", "steps", "seconds", "exact match"],
+                    [[r["variant"], r["metrics"]["parameters"], r["steps"], r["seconds"],
+                      f"{r['metrics']['exact_match']:.3f}"] for r in results])
+    return results
+
+
+def show_alignment(args, task, model, decode, test_pairs):
+    """Figure 3 in miniature: RNNsearch's alignment weights alpha_ij on the longest held-out
+    sentence (rows: the decoded output, columns: the source)."""
+    source, _ = max(test_pairs, key=lambda pair: len(pair[0]))
+    src = torch.tensor([source], device=args.device)
+    hypothesis = decode(src)[0].tolist()
+    hypothesis = hypothesis[: hypothesis.index(tasks.EOS) + 1] if tasks.EOS in hypothesis else hypothesis
+    with torch.no_grad():
+        _, weights = model(src, torch.tensor([[tasks.BOS] + hypothesis[:-1]], device=args.device),
+                           return_weights=True)
+    rows, cols = task.words(hypothesis), task.words(source)
+    title = "RNNsearch alignment alpha_ij (rows: output, columns: source)"
+    print_heatmap(weights[0].cpu().numpy(), rows, cols, title)
+    save_heatmap(args, "alignment.png", weights[0].cpu().numpy(), rows, cols, title)
+
 
 # --- Sukhbaatar et al. 2015: memn2n.py --------------------------------
 # (memn2n: experiment goes here)
 
 # --- Vaswani et al. 2017: transformer.py ------------------------------
-# (transformer: experiment goes here)
+
+def run_transformer(args):
+    """Toy translation with the encoder-decoder of Figure 1. --compare adds Table 3's row (A) with
+    one head instead of several, at equal size (d_k = d_model, same parameter count)."""
+    import transformer as tf
+    check_translation_args(args)
+    task, test_pairs = translation_task(args)
+    variants = {"transformer": args.heads}
+    if args.compare:
+        variants["one head"] = 1
+    results, scores_by_variant, curves = [], {}, {}
+    for variant, heads in variants.items():
+        rng = seed_everything(args.seed)
+        try:
+            config = tf.TransformerConfig(task.vocab_size, d_model=args.d_model, n_layers=args.layers,
+                                          n_heads=heads, d_ff=args.d_ff, dropout=args.dropout,
+                                          max_len=args.max_len + 12, pad_id=tasks.PAD)
+        except ValueError as error:
+            raise UsageError(error)
+        model = tf.Transformer(config).to(args.device)
+        print(f"{variant}: {count_parameters(model):,} parameters, sentences of "
+              f"{args.min_len}-{args.max_len} tokens, device {args.device}")
+
+        def next_batch():
+            return [t.to(args.device) for t in task.batch(args.batch_size, rng)]
+
+        def loss_fn(model, batch):
+            src, tgt = batch
+            return tf.label_smoothed_loss(model(src, tgt[:, :-1]), tgt[:, 1:], args.label_smoothing, tasks.PAD)
+
+        # eq. (3), rescaled so that its peak (at the end of warmup) is --lr, then a linear cool-down
+        # to zero at --steps: the paper's step^-0.5 tail alone stays too high for a tiny model.
+        peak = tf.rate(args.warmup, args.d_model, args.warmup)
+        lr_at = lambda step: (args.lr * tf.rate(step, args.d_model, args.warmup) / peak
+                              * min(1.0, (args.steps - step + 1) / (args.steps - args.warmup + 1)))
+        run = train(model, args, next_batch, loss_fn,
+                    evaluate=lambda m: teacher_forced_scores(m, task, test_pairs, args.device),
+                    solved=lambda metrics: metrics["exact_match"] >= args.target,
+                    optimizer=tf.make_optimizer(model), lr_at=lr_at, label=variant)
+        model.eval()
+        if args.beam == 1:
+            decode = lambda src: tf.greedy_decode(model, src, src.size(1) + 10)
+        else:
+            decode = lambda src: tf.beam_search(model, src, args.beam, src.size(1) + 10)
+        scores = decoded_scores(decode, task, test_pairs, args.device)
+        run["solved"] = bool(scores["exact_match"] >= args.target)
+        print(f"[{variant}] held-out {'greedy' if args.beam == 1 else f'beam-{args.beam}'} decoding: "
+              f"exact match {scores['exact_match']:.4f}, token accuracy {scores['token_accuracy']:.4f}")
+        scores_by_variant[variant], curves[variant] = scores, run["losses"]
+        metrics = dict(scores, final_loss=round(run["losses"][-1], 4), parameters=count_parameters(model))
+        results.append(result_line(args, "transformer", "toy-translation", variant, run, metrics, model))
+        if variant == "transformer":
+            show_cross_attention(args, task, model, decode, test_pairs)
+    save_loss_curves(args, curves)
+    print_bucket_table(task, scores_by_variant)
+    if args.compare:
+        print_table(["variant", "heads", "parameters", "steps", "seconds", "exact match"],
+                    [[r["variant"], variants[r["variant"]], r["metrics"]["parameters"], r["steps"],
+                      r["seconds"], f"{r['metrics']['exact_match']:.3f}"] for r in results])
+    return results
+
+
+def show_cross_attention(args, task, model, decode, test_pairs):
+    """Encoder-decoder attention of the last decoder layer (mean over heads) on the longest held-out
+    sentence: with adjective-noun swaps it should be a diagonal with small crosses."""
+    source, _ = max(test_pairs, key=lambda pair: len(pair[0]))
+    src = torch.tensor([source], device=args.device)
+    hypothesis = decode(src)[0].tolist()
+    hypothesis = hypothesis[: hypothesis.index(tasks.EOS) + 1] if tasks.EOS in hypothesis else hypothesis
+    with torch.no_grad():
+        model(src, torch.tensor([[tasks.BOS] + hypothesis[:-1]], device=args.device))
+    weights = model.decoder[-1].cross_attn.weights[0].mean(0).cpu().numpy()
+    rows, cols = task.words(hypothesis), task.words(source)
+    title = "encoder-decoder attention, last layer, mean of heads (rows: output, columns: source)"
+    print_heatmap(weights, rows, cols, title)
+    save_heatmap(args, "attention.png", weights, rows, cols, title)
+
 
 # --- Ramsauer et al. 2020: hopfield.py --------------------------------
-# (hopfield: experiment goes here)
+
+def run_hopfield(args):
+    """--task mil: a HopfieldPooling classifier finds rare witnesses in bags; --compare adds mean and
+    max pooling at equal size. --task retrieval: no training, the capacity table of section 2."""
+    if args.task == "retrieval":
+        return run_hopfield_retrieval(args)
+    import hopfield as hf
+    try:
+        task = tasks.WitnessBags(args.dim or 16, args.bag_size, args.witnesses, args.noise)
+        configs = {pooling: hf.HopfieldConfig(d_model=args.d_model, n_heads=args.heads, beta=args.beta,
+                                              update_steps=args.update_steps, d_instance=task.dim,
+                                              pooling=pooling)
+                   for pooling in (["hopfield", "mean", "max"] if args.compare else ["hopfield"])}
+    except ValueError as error:
+        raise UsageError(error)
+    test = [t.to(args.device) for t in task.batch(args.test_size, np.random.default_rng(TEST_SEED))]
+    print(f"bags of {task.bag_size} instances of width {task.dim}; positive bags hold "
+          f"{task.witnesses} witnesses (witness rate {task.witnesses / task.bag_size:.1%}), noise {task.noise}")
+    results, curves = [], {}
+    for variant, config in configs.items():
+        rng = seed_everything(args.seed)
+        model = hf.MILClassifier(config).to(args.device)
+        print(f"{variant} pooling: {count_parameters(model):,} parameters, device {args.device}")
+
+        def next_batch():
+            return [t.to(args.device) for t in task.batch(args.batch_size, rng)]
+
+        def loss_fn(model, batch):
+            bags, labels, _ = batch
+            return F.binary_cross_entropy_with_logits(model(bags)[0], labels)
+
+        run = train(model, args, next_batch, loss_fn, evaluate=lambda m: mil_scores(m, test),
+                    solved=lambda metrics: metrics["accuracy"] >= args.target, label=variant)
+        curves[variant] = run["losses"]
+        metrics = dict(run["metrics"], final_loss=round(run["losses"][-1], 4),
+                       parameters=count_parameters(model))
+        results.append(result_line(args, "hopfield", "mil", variant, run, metrics, model))
+        if variant == "hopfield":
+            show_bag_attention(args, model, test)
+    save_loss_curves(args, curves)
+    if args.compare:
+        print_table(["pooling", "parameters", "steps", "seconds", "test accuracy", "attention on witnesses"],
+                    [[r["variant"], r["metrics"]["parameters"], r["steps"], r["seconds"],
+                      f"{r['metrics']['accuracy']:.3f}", f"{r['metrics'].get('witness_attention', '-')}"]
+                     for r in results])
+    return results
+
+
+def mil_scores(model, test, batch_size=250):
+    """Held-out accuracy and loss; for Hopfield pooling also the attention mass on the witnesses of
+    positive bags (1.0: the query retrieves only witnesses; witness rate: no better than the mean)."""
+    bags, labels, witness = test
+    logits, on_witnesses = [], []
+    for i in range(0, len(bags), batch_size):
+        logit, attention = model(bags[i:i + batch_size])
+        logits.append(logit)
+        if attention is not None:
+            on_witnesses.append((attention * witness[i:i + batch_size]).sum(-1))
+    logits = torch.cat(logits)
+    scores = {"accuracy": ((logits > 0).float() == labels).float().mean().item(),
+              "test_loss": F.binary_cross_entropy_with_logits(logits, labels).item()}
+    if on_witnesses:
+        scores["witness_attention"] = round(torch.cat(on_witnesses)[labels == 1].mean().item(), 4)
+    return scores
+
+
+def show_bag_attention(args, model, test, bags_shown=6, per_cell=4):
+    """HopfieldPooling's association over the instances of a few held-out bags, `per_cell` instances
+    summed per column; the row label says where the witnesses are."""
+    bags, labels, witness = (t[:bags_shown] for t in test)
+    with torch.no_grad():
+        attention = model(bags)[1].cpu().numpy()
+    weights = attention.reshape(len(bags), -1, per_cell).sum(-1)
+    rows = [f"{'+' if y else '-'} bag, witnesses at {torch.nonzero(w).flatten().tolist()}"
+            for y, w in zip(labels.tolist(), witness.cpu())]
+    cols = [str(i * per_cell) if i % 5 == 0 else "" for i in range(weights.shape[1])]
+    title = f"HopfieldPooling attention on held-out bags (each column sums {per_cell} instances)"
+    print_heatmap(weights, rows, cols, title)
+    save_heatmap(args, "attention.png", weights, rows, cols, title)
+
+
+def run_hopfield_retrieval(args):
+    """Store N random +-1 patterns of dimension d, query each probed one with a corrupted copy, count
+    exact retrievals (every sign right) for the classical, dense (F = exp) and modern networks.
+    No training: the result's `steps` is the number of queries probed over all N."""
+    import hopfield as hf
+    d = args.dim or 64
+    if not 0 < args.corrupt < 1:
+        raise UsageError(f"--corrupt must lie strictly between 0 and 1, got {args.corrupt}")
+    if args.max_patterns < 2:
+        raise UsageError(f"--max-patterns must be at least 2, got {args.max_patterns}")
+    beta = args.beta or 1.0
+    rng, start = seed_everything(args.seed), time.time()
+    sizes = [2 ** k for k in range(1, int(math.log2(args.max_patterns)) + 1)]
+    rows, metrics, probed, example = [], {}, 0, None
+    for N in sizes:
+        hits = dict.fromkeys(["classical", "dense", "modern_one_update", "modern"], 0)
+        steps, count = [], 0
+        for trial in range(math.ceil(args.probes / N)):
+            X = torch.tensor(rng.choice([-1.0, 1.0], size=(N, d)), dtype=torch.float32)
+            target = X[:min(N, args.probes)]
+            query = target.clone()
+            if args.query == "mask":  # the second half is unknown: 0, the midpoint of -1 and +1
+                query[:, d - round(args.corrupt * d):] = 0
+            else:
+                flip = torch.tensor(rng.random(query.shape) < args.corrupt)
+                query[flip] = -query[flip]
+            retrieved = {"classical": hf.classical_retrieve(query, hf.classical_weights(X)),
+                         "dense": hf.dense_retrieve(query, X)}
+            retrieved["modern_one_update"] = torch.sign(hf.update(query, X, beta))
+            modern, modern_steps = hf.retrieve(query, X, beta)
+            retrieved["modern"] = torch.sign(modern)
+            for name, out in retrieved.items():
+                hits[name] += (out == target).all(-1).sum().item()
+            steps.append(modern_steps)
+            count += len(target)
+            if N == d and trial == 0:
+                example = [target[:4], query[:4], retrieved["classical"][:4], modern[:4]]
+        probed += count
+        steps = torch.cat(steps).float()
+        accuracy = {name: round(hit / count, 4) for name, hit in hits.items()}
+        for name, value in accuracy.items():
+            if value >= 0.99:
+                metrics[f"capacity_{name}"] = N
+        rows.append([N, f"{N / d:.2f}", count] + [f"{accuracy[name]:.2f}" for name in hits]
+                    + [f"{steps.mean():.2f} ({int(steps.max())})"])
+        metrics[f"N={N}"] = dict(accuracy, modern_steps_mean=round(steps.mean().item(), 3),
+                                 modern_steps_max=int(steps.max()))
+    print(f"d = {d}, beta = {beta}, queries: {args.query} {args.corrupt:.0%} of the bits; exact retrieval "
+          f"(every sign right); 0.14 d = {0.14 * d:.1f}; capacity_* below: largest N with >= 99%")
+    print_table(["N", "N / d", "queries", "classical", "dense (exp)", "modern, 1 update", "modern",
+                 "modern steps mean (max)"],
+                rows)
+    if example is not None:
+        show_retrievals(args, example, d)
+    run = {"steps": probed, "seconds": round(time.time() - start, 2),
+           "solved": metrics.get("capacity_modern") == sizes[-1], "metrics": metrics}
+    return [result_line(args, "hopfield", "retrieval", "classical-dense-modern", run)]
+
+
+def show_retrievals(args, example, d):
+    """Each probed pattern as a picture: stored, query, classical and modern retrievals (N = d)."""
+    side = max(s for s in range(1, int(math.sqrt(d)) + 1) if d % s == 0)
+    names = ["stored", "query", "classical", "modern"]
+    for i in range(min(2, len(example[0]))):
+        print_heatmap([(row[i].numpy() + 1) / 2 for row in example], names, [""] * d,
+                      f"pattern {i} of N = d = {d} stored (white: -1, black: +1)")
+
+    def draw(plt):
+        for i in range(len(example[0])):
+            for j, (name, row) in enumerate(zip(names, example)):
+                ax = plt.subplot(len(example[0]), len(names), i * len(names) + j + 1)
+                ax.imshow(row[i].reshape(side, d // side).numpy(), cmap="Greys", vmin=-1, vmax=1)
+                ax.set_xticks([]), ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(name)
+    save_png(args, "retrievals.png", draw)
 
 # --- Golovneva et al. 2024: cope.py -----------------------------------
-# (cope: experiment goes here)
+
+# The paper's test error (%) where it has a number for our setting: Table 3, counting, 3 variables
+# (in distribution: its test programs have the training lengths). RoPE is not in Table 3.
+COPE_PAPER_ERROR = {("counting", 3, "abs"): 67.6, ("counting", 3, "rel"): 17.8, ("counting", 3, "cope"): 1.2,
+                    ("counting", 1, "abs"): 5.3, ("counting", 1, "rel"): 1.1, ("counting", 1, "cope"): 0.0,
+                    ("counting", 5, "abs"): 71.5, ("counting", 5, "rel"): 22.4, ("counting", 5, "cope"): 7.4}
+
+
+def cope_task_sets(args):
+    """The training task and the held-out sets {name: task} (all from TEST_SEED) of --task."""
+    try:
+        if args.task == "counting":
+            if args.max_statements < 3 or args.ood_statements <= args.max_statements:
+                raise UsageError(f"need 3 <= --max-statements < --ood-statements, got "
+                                 f"{args.max_statements} and {args.ood_statements}")
+            train_task = tasks.CountingTask(args.vars, 3, args.max_statements)
+            return train_task, {"": train_task, "ood": tasks.CountingTask(
+                args.vars, args.max_statements + 1, args.ood_statements)}
+        if args.task == "flipflop":
+            make = lambda p: tasks.FlipFlop(args.length, p)
+            return make(args.p_ignore), {"": make(args.p_ignore), "dense": make(0.1), "sparse": make(0.98)}
+        make = lambda blanks: tasks.SelectiveCopy(args.tokens, blanks)
+        return make(args.blanks), {"": make(args.blanks), "dense": make(args.blanks // 2),
+                                   "sparse": make(args.blanks * 2)}
+    except ValueError as error:
+        raise UsageError(error)
+
+
+def cope_file_samples(task, path):
+    try:
+        examples = tasks.read_counting_jsonl(path)
+        return [task.encode(example) for example in examples]
+    except ValueError as error:
+        raise UsageError(f"--data/--eval-data {path}: {error}")
+
+
+def cope_errors(model, samples, device, batch_size=250):
+    """Fraction of target tokens predicted wrong, and of sequences with any target wrong."""
+    wrong_tokens = targets_seen = wrong_sequences = 0
+    for start in range(0, len(samples), batch_size):
+        inputs, targets = (t.to(device) for t in tasks.collate_targets(samples[start:start + batch_size]))
+        mask = targets != -100
+        wrong = (model(inputs).argmax(-1) != targets) & mask
+        wrong_tokens += wrong.sum().item()
+        targets_seen += mask.sum().item()
+        wrong_sequences += wrong.any(-1).sum().item()
+    return wrong_tokens / targets_seen, wrong_sequences / len(samples)
+
+
+def cope_train_one(args, pos, seed, train_task, test_sets, train_samples, label):
+    """Train one model (one --pos, one seed) and return (run, metrics, model)."""
+    import cope
+    rng = seed_everything(seed)
+    block_size = max([train_task.max_tokens()] + [len(ids) for samples in test_sets.values() for ids, _ in samples]
+                     + [len(ids) for ids, _ in train_samples or []])
+    try:
+        config = cope.CoPEConfig(vocab_size=train_task.vocab_size, block_size=block_size, n_layer=args.layers,
+                                 n_head=args.heads, d_model=args.d_model, d_ff=4 * args.d_model,
+                                 npos_max=args.npos_max, pos=pos)
+    except ValueError as error:
+        raise UsageError(error)
+    model = cope.CoPETransformer(config).to(args.device)
+
+    def next_batch():
+        if train_samples:
+            chosen = [train_samples[i] for i in rng.integers(len(train_samples), size=args.batch_size)]
+        else:
+            chosen = [train_task.sample(rng) for _ in range(args.batch_size)]
+        return [t.to(args.device) for t in tasks.collate_targets(chosen)]
+
+    def loss_fn(model, batch):
+        inputs, targets = batch
+        return F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    def evaluate(model):
+        metrics = {}
+        for name, samples in test_sets.items():
+            token_error, sequence_error = cope_errors(model, samples, args.device)
+            metrics["error" + (f"_{name}" if name else "")] = token_error
+            if args.task == "selective-copy":
+                metrics["seq_error" + (f"_{name}" if name else "")] = sequence_error
+        return metrics
+
+    warmup = max(1, args.steps // 20)   # linear warmup, then cosine decay to 0.1 x --lr
+    lr_at = lambda step: args.lr * (step / warmup if step <= warmup else
+                                    0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup))))
+    no_early_stop = args.compare or args.target < 0   # --compare: equal steps for every variant
+    run = train(model, args, next_batch, loss_fn, evaluate,
+                solved=lambda m: not no_early_stop and m["error"] <= args.target,
+                optimizer=torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0),
+                lr_at=lr_at, label=label)
+    losses = run["losses"]
+    metrics = dict(run["metrics"], parameters=count_parameters(model), ms_per_step=round(
+        1000 * run["seconds"] / run["steps"], 1), first_loss=round(float(np.mean(losses[:10])), 4),
+        final_loss=round(float(np.mean(losses[-10:])), 4))
+    return run, metrics, model
+
+
+def show_cope_picture(args, task, model, samples, title_set):
+    """For one held-out sequence: which keys the gates of the most selective head open on, seen from
+    the query that predicts the first answer (CoPE); for the baselines, the attention weights."""
+    sample = next((s for s in samples if args.task != "counting" or task.words(s[0])[-1] not in ("0", "1")),
+                  samples[0])   # counting: a program whose answer is at least 2
+    ids, is_target = sample
+    query = is_target.index(True) - 1            # this position predicts the first answer token
+    inputs = torch.tensor([ids[:query + 1]], device=args.device)
+    model.eval()
+    model.record(True)
+    with torch.no_grad():
+        model(inputs)
+    model.record(False)
+    kind = "gates" if model.config.pos == "cope" else "attention"
+    maps = model.gates() if kind == "gates" else torch.stack([b.attn.last_attention for b in model.blocks])
+    rows = maps[:, 0, :, query, :].flatten(0, 1).cpu().numpy()   # [layers * heads, keys]
+    labels = [f"L{layer + 1}H{head + 1}" for layer in range(maps.shape[0]) for head in range(maps.shape[2])]
+    words = task.words(ids[:query + 1])
+    best = int(np.argmax(rows.std(axis=1)))      # the most selective head
+    opened = [f"{n}:{w}" for n, (w, g) in enumerate(zip(words, rows[best])) if g > 0.5] if kind == "gates" else \
+        [f"{n}:{words[n]}" for n in np.argsort(-rows[best])[:8]]
+    answer = task.words([ids[query + 1]])[0]
+    print(f"{kind} of every head on one {title_set} sequence ({len(words)} tokens, answer {answer}), "
+          f"seen from its last position:")
+    print(f"most selective head {labels[best]} {'opens on' if kind == 'gates' else 'attends most to'}: "
+          + " ".join(opened))
+    title = f"{model.config.pos} {kind} seen from the last token ({title_set} sequence, answer {answer})"
+    print_heatmap(rows, labels, words, title)
+    save_heatmap(args, f"{kind}.png", rows, labels, words, title)
+
+
+def run_cope(args):
+    """Train CoPE (or --pos) on --task; --compare trains CoPE, absolute PE and RoPE at equal size and
+    equal steps over --seeds and prints the table beside the paper's numbers."""
+    if args.data and args.task != "counting":
+        raise UsageError("--data and --eval-data hold counting programs: use them with --task counting")
+    train_task, test_tasks = cope_task_sets(args)
+    test_rng = np.random.default_rng(TEST_SEED)
+    test_sets = {name: [task.sample(test_rng) for _ in range(args.test_size)] for name, task in test_tasks.items()}
+    train_samples = cope_file_samples(train_task, args.data) if args.data else None
+    if args.eval_data:
+        test_sets["file"] = cope_file_samples(train_task, args.eval_data)
+    variants = ["cope", "abs", "rope"] if args.compare else [args.pos]
+    seeds = args.seeds or (3 if args.compare else 1)
+    print(f"task {args.task}: " + ", ".join(f"{name or 'in distribution'} {len(s)} held-out sequences of "
+                                              f"{min(map(len, (x for x, _ in s)))}-{max(map(len, (x for x, _ in s)))} tokens"
+                                              for name, s in test_sets.items()))
+    results, curves = [], {}
+    for pos in variants:
+        runs = []
+        for n in range(seeds):
+            label = pos if seeds == 1 else f"{pos} seed {args.seed + n}"
+            run, metrics, model = cope_train_one(args, pos, args.seed + n, train_task, test_sets, train_samples, label)
+            if n == 0:
+                print(f"{pos}: {metrics['parameters']:,} parameters, device {args.device}")
+                show_cope_picture(args, train_task, model, test_sets[list(test_tasks)[-1]],
+                                  "longer (OOD)" if args.task == "counting" else "sparse (OOD)")
+            runs.append((run, metrics))
+            curves[label] = run["losses"]
+        errors = [k for k in runs[0][1] if "error" in k]
+        metrics = {k: float(np.mean([m[k] for _, m in runs])) for k in errors}
+        metrics.update({k: runs[0][1][k] for k in ("parameters",)}, ms_per_step=float(np.mean(
+            [m["ms_per_step"] for _, m in runs])), first_loss=runs[0][1]["first_loss"],
+            final_loss=runs[0][1]["final_loss"], seeds=[args.seed + n for n in range(seeds)],
+            per_seed={k: [round(m[k], 4) for _, m in runs] for k in errors})
+        run = {"steps": max(r["steps"] for r, _ in runs), "seconds": round(sum(r["seconds"] for r, _ in runs), 2),
+               "solved": all(r["solved"] for r, _ in runs)}
+        results.append(result_line(args, "cope", args.task, pos, run, metrics, model))
+    save_loss_curves(args, curves)
+    if args.compare or seeds > 1:
+        print_cope_table(args, results, seeds)
+    return results
+
+
+def print_cope_table(args, results, seeds):
+    errors = [k for k in results[0]["metrics"]["per_seed"] if not k.startswith("seq_")]
+    names = {"error": "error in distribution", "error_ood": "error, longer programs (OOD)",
+             "error_dense": "error, dense (OOD)", "error_sparse": "error, sparse (OOD)", "error_file": "error, --eval-data"}
+    rows = []
+    for r in results:
+        paper = COPE_PAPER_ERROR.get((args.task, args.vars, r["variant"])) if not args.data else None
+        rows.append([args.task, r["variant"]] + [mean_spread(r["metrics"]["per_seed"][k]) for k in errors]
+                    + [r["metrics"]["parameters"], r["steps"], r["metrics"]["ms_per_step"], r["seconds"],
+                       "—" if paper is None else f"{paper / 100:.3f}"])
+    print(f"\nmean ± std over {seeds} seed(s); paper: Table 3 test error (4 layers, width 256, programs of "
+          "3-512 statements; its test set is in distribution)")
+    print_table(["task", "position encoding"] + [names.get(k, k) for k in errors]
+                + ["parameters", "steps", "ms/step", "seconds", "paper error"], rows)
 
 # --- Golovneva et al. 2025: mta.py ------------------------------------
 # (mta: experiment goes here)
@@ -364,11 +862,87 @@ def build_parser():
                     epilog="Run 'python train.py NAME --help' for the flags of one experiment.")
     subparsers = parser.add_subparsers(dest="name", metavar="NAME", required=True,
                                        parser_class=Parser)
-    # (bahdanau: sub-command goes here)
+    p = add_experiment(subparsers, "bahdanau", run_bahdanau,
+                       "Bahdanau et al. 2014: RNNsearch (additive attention) on toy translation",
+                       steps=3000, batch_size=64, lr=3e-3, eval_every=100)
+    add_translation_args(p, max_len=40)
+    p.add_argument("--embed-dim", type=positive_int, default=32, help="word embedding m (paper: 620)")
+    p.add_argument("--hidden", type=positive_int, default=64, help="GRU state n (paper: 1000)")
+    p.add_argument("--align-dim", type=positive_int, default=64, help="alignment MLP n' (paper: 1000)")
+    p.add_argument("--maxout", type=positive_int, default=32, help="maxout units l (paper: 500)")
+    p.add_argument("--clip", type=positive_float, default=1.0, help="gradient-norm clip (paper: 1)")
+    p.add_argument("--paper-init", action="store_true", help="Appendix B.1 initialisation")
+    p.add_argument("--target", type=float, default=0.99,
+                   help="held-out exact match (teacher forced) at which RNNsearch counts as solved")
     # (memn2n: sub-command goes here)
-    # (transformer: sub-command goes here)
-    # (hopfield: sub-command goes here)
-    # (cope: sub-command goes here)
+    p = add_experiment(subparsers, "transformer", run_transformer,
+                       "Vaswani et al. 2017: encoder-decoder Transformer on toy translation",
+                       steps=3000, batch_size=32, lr=3e-3, eval_every=100)
+    add_translation_args(p, max_len=40)
+    p.add_argument("--d-model", type=positive_int, default=64, help="model width (paper: 512)")
+    p.add_argument("--layers", type=positive_int, default=2, help="layers in each stack (paper: 6)")
+    p.add_argument("--heads", type=positive_int, default=4, help="attention heads (paper: 8)")
+    p.add_argument("--d-ff", type=positive_int, default=256, help="feed-forward width (paper: 2048)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout (paper: 0.1)")
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="epsilon_ls (paper: 0.1)")
+    p.add_argument("--warmup", type=positive_int, default=100, help="warmup steps of eq. (3) (paper: 4000)")
+    p.add_argument("--target", type=float, default=0.99, help="held-out exact match that counts as solved")
+    p = add_experiment(subparsers, "hopfield", run_hopfield,
+                       "Ramsauer et al. 2020: Hopfield pooling on bags with rare witnesses (--task mil), "
+                       "or the capacity of classical vs modern Hopfield networks (--task retrieval)",
+                       steps=2000, batch_size=32, lr=1e-3, eval_every=100)
+    p.add_argument("--task", choices=["mil", "retrieval"], default="mil",
+                   help="mil: train HopfieldPooling on bags; retrieval: no training, capacity table")
+    p.add_argument("--dim", type=positive_int, help="instance width (mil, default 16) or pattern "
+                   "dimension d (retrieval, default 64)")
+    p.add_argument("--beta", type=positive_float, help="inverse temperature; default 1/sqrt(d_k) in the "
+                   "MIL layer (section 3), 1 for retrieval")
+    p.add_argument("--bag-size", type=positive_int, default=200, help="mil: instances per bag")
+    p.add_argument("--witnesses", type=positive_int, default=2, help="mil: witnesses in a positive bag")
+    p.add_argument("--noise", type=float, default=0.5, help="mil: spread of the witnesses around the motif")
+    p.add_argument("--d-model", type=positive_int, default=32, help="mil: model width")
+    p.add_argument("--heads", type=positive_int, default=1, help="mil: Hopfield heads (library default 1)")
+    p.add_argument("--update-steps", type=positive_int, default=1, help="mil: Hopfield updates per pooling")
+    p.add_argument("--test-size", type=positive_int, default=1000, help="mil: held-out bags")
+    p.add_argument("--target", type=float, default=0.95, help="mil: held-out accuracy that counts as solved")
+    p.add_argument("--max-patterns", type=positive_int, default=16384,
+                   help="retrieval: largest N (the table doubles N from 2)")
+    p.add_argument("--probes", type=positive_int, default=100, help="retrieval: queries per N")
+    p.add_argument("--query", choices=["mask", "flip"], default="mask",
+                   help="retrieval: mask the last part of each pattern (set to 0) or flip random bits")
+    p.add_argument("--corrupt", type=float, default=0.5, help="retrieval: fraction of bits masked or flipped")
+    p = add_experiment(subparsers, "cope", run_cope,
+                       "Golovneva et al. 2024: contextual position encoding (CoPE) on counting programs",
+                       steps=1500, batch_size=32, lr=2e-3, eval_every=250)
+    p.add_argument("--task", choices=["counting", "flipflop", "selective-copy"], default="counting",
+                   help="counting programs (section 4.3), flip-flop (4.1) or selective copy (4.2)")
+    p.add_argument("--pos", choices=["cope", "abs", "rel", "rope", "none"], default="cope",
+                   help="position encoding (without --compare)")
+    p.add_argument("--seeds", type=positive_int, default=None,
+                   help="seeds per variant, from --seed on (default: 3 with --compare, else 1)")
+    p.add_argument("--d-model", type=positive_int, default=64, help="model width (paper: 256)")
+    p.add_argument("--layers", type=positive_int, default=2, help="layers (paper: 4)")
+    p.add_argument("--heads", type=positive_int, default=4, help="attention heads (paper: 4)")
+    p.add_argument("--npos-max", type=positive_int, default=64,
+                   help="CoPE / relative position table size; positions are clamped to npos_max - 1")
+    p.add_argument("--test-size", type=positive_int, default=500, help="sequences in each held-out set")
+    p.add_argument("--target", type=float, default=0.01,
+                   help="in-distribution error that counts as solved (negative: never stop early)")
+    p.add_argument("--vars", type=positive_int, default=3, help="counting: variables (paper: 1, 3, 5)")
+    p.add_argument("--max-statements", type=positive_int, default=32,
+                   help="counting: training programs have 3..this many statements (paper: 512)")
+    p.add_argument("--ood-statements", type=positive_int, default=64,
+                   help="counting: the OOD test programs have max-statements+1..this many statements")
+    p.add_argument("--data", metavar="FILE.jsonl",
+                   help="counting: train on these programs (the official generator's JSON lines)")
+    p.add_argument("--eval-data", metavar="FILE.jsonl",
+                   help="counting: also report the error on these programs")
+    p.add_argument("--length", type=positive_int, default=32, help="flip-flop: instructions per string")
+    p.add_argument("--p-ignore", type=float, default=0.8,
+                   help="flip-flop: training ignore probability (tests: dense 0.1, sparse 0.98)")
+    p.add_argument("--tokens", type=positive_int, default=8, help="selective copy: tokens to copy")
+    p.add_argument("--blanks", type=positive_int, default=16,
+                   help="selective copy: training blanks (tests: dense half, sparse twice as many)")
     # (mta: sub-command goes here)
     return parser
 

@@ -1,0 +1,207 @@
+"""Contextual Position Encoding: Learning to Count What's Important.
+Golovneva, Wang, Weston, Sukhbaatar (Meta FAIR), 2024. arXiv:2405.18719.
+
+Token positions count tokens, so attention cannot address "the 3rd sentence" or "the last `x ++;`"
+without first working out where those lie. CoPE lets each head decide what to count: a gate
+g_ij = sigmoid(q_i . k_j) says whether key j counts for query i, and the position of j seen from i
+is the number of counted tokens between them, p_ij = sum_{k=j..i} g_ik. Positions are fractional, so
+the learned position embeddings e[p] are interpolated between e[floor p] and e[ceil p], and the
+position logit q_i . e[p_ij] is added to the attention logit (section 3). With every gate at 1,
+p_ij = i - j + 1 and CoPE is relative position encoding. The baselines of the paper's tables are
+in this file too, selected by `CoPEConfig.pos`, so that they share the model, its size and training.
+
+    python train.py cope             # counting task: CoPE, error in distribution and on longer programs
+    python train.py cope --compare   # CoPE vs absolute PE vs RoPE over 3 seeds, with the paper's numbers
+
+Paper vs this file:
+- Size: 2 layers, width 64, 4 heads (paper: 4 layers, width 256, 4 heads), so it trains on a CPU.
+- Pre-norm blocks and no dropout (the authors' counting runs: post-norm, dropout 0.1); pre-norm
+  trains more reliably at high learning rates and in few steps.
+- Logit order follows the paper's code snippet: gates are sigmoid of the scaled, masked attention
+  logits and the (unscaled) position logits are added to them. The authors' repository instead
+  takes sigmoid(q.k / sqrt(d)), adds q.e[p] to the raw q.k and divides the sum by sqrt(d).
+- npos_max is a setting (default 64, train.py's --npos-max); the authors' code uses block size + 1.
+  Positions beyond npos_max - 1 are clamped, as in the paper.
+- Relative PE is the CoPE table indexed by i - j + 1 (CoPE with every gate at 1), one table per
+  layer shared by its heads; the paper's relative baseline has a vector per distance in the same
+  way but its exact implementation differs in detail (padding beyond npos_max).
+- RoPE uses the usual rotate-half pairing and base 10000 (the paper does not give its variant).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POSITION_ENCODINGS = ("cope", "abs", "rel", "rope", "none")
+
+
+@dataclass
+class CoPEConfig:
+    vocab_size: int = 32
+    block_size: int = 128      # longest sequence; the size of the absolute position table
+    n_layer: int = 2           # paper (counting): 4
+    n_head: int = 4            # paper: 4
+    d_model: int = 64          # paper: 256
+    d_ff: int = 256            # 4 x d_model
+    npos_max: int = 64         # CoPE / relative table size; authors' code: block size + 1
+    pos: str = "cope"          # cope | abs | rel | rope | none
+    dropout: float = 0.0       # authors' counting runs: 0.1
+    rope_base: float = 10000.0
+
+    def __post_init__(self):
+        if self.pos not in POSITION_ENCODINGS:
+            raise ValueError(f"pos must be one of {POSITION_ENCODINGS}, got {self.pos!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.pos == "rope" and (self.d_model // self.n_head) % 2:
+            raise ValueError("RoPE needs an even head dimension")
+        if self.npos_max < 2:
+            raise ValueError(f"npos_max must be at least 2, got {self.npos_max}")
+
+
+class CoPE(nn.Module):
+    """Contextual position logits for one layer (section 3); the table is shared by its heads,
+    as in the authors' code, and zero-initialised, so training starts without position logits."""
+
+    def __init__(self, npos_max, head_dim):
+        super().__init__()
+        self.npos_max = npos_max
+        self.pos_emb = nn.Parameter(torch.zeros(1, head_dim, npos_max))  # e[0..npos_max-1] as columns
+
+    def gates(self, attn_logits):
+        # g_ij = sigmoid(q_i . k_j); a masked (future) logit is -inf, so its gate is exactly 0
+        return torch.sigmoid(attn_logits)
+
+    def positions(self, gates):
+        """p_ij = sum_{k=j..i} g_ik: a cumulative sum along the keys taken from the right
+        (masked gates are 0, so summing to the end of the row is summing to i), clamped to p_max."""
+        from_right = gates.sum(-1, keepdim=True) - gates.cumsum(-1) + gates  # no flips, no copies
+        return from_right.clamp(0, self.npos_max - 1)   # min 0: rounding may leave -1e-7 on masked keys
+
+    def interpolate(self, query, positions):
+        """q_i . e[p_ij] for fractional p (section 3), in the paper's cheap order: the logits of
+        every integer position in one matmul, then a gather at floor and ceil. Never [T, T, d]."""
+        logits_int = torch.matmul(query, self.pos_emb)            # [.., T, npos_max]
+        positions = positions.expand(*logits_int.shape[:-1], positions.shape[-1])  # [T, T] for rel
+        floor = positions.floor()
+        ceil_weight = positions - floor                           # differentiable in p
+        floor = floor.long()
+        ceil = positions.ceil().long()
+        return (logits_int.gather(-1, ceil) * ceil_weight
+                + logits_int.gather(-1, floor) * (1 - ceil_weight))
+
+    def forward(self, query, attn_logits):
+        """query [.., T, head_dim], masked attention logits [.., T, T] -> position logits [.., T, T]."""
+        return self.interpolate(query, self.positions(self.gates(attn_logits)))
+
+
+def relative_positions(T, npos_max, device=None):
+    """i - j + 1 for j <= i and 0 for future keys: CoPE's positions when every gate is 1."""
+    i = torch.arange(T, device=device)
+    return (i[:, None] - i[None, :] + 1).clamp(0, npos_max - 1).float()
+
+
+def rope_rotate(x, base=10000.0):
+    """Rotary position embedding on x [.., T, d] (Su et al. 2021), rotate-half pairing:
+    dimension k is paired with k + d/2 and rotated by angle t * base^(-2k/d) at position t."""
+    T, d = x.shape[-2], x.shape[-1]
+    inv_freq = base ** (-torch.arange(0, d // 2, device=x.device, dtype=torch.float32) * 2 / d)
+    angles = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # [T, d/2]
+    cos, sin = angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)
+    first, second = x[..., : d // 2], x[..., d // 2:]
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with CoPE or one of the baselines inside the logits."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head, self.head_dim = config.n_head, config.d_model // config.n_head
+        self.pos, self.rope_base = config.pos, config.rope_base
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        # CoPE and relative PE share the table; only the positions it is read at differ
+        self.cope = CoPE(config.npos_max, self.head_dim) if config.pos in ("cope", "rel") else None
+        self.record = False   # when True, keep the last gates and attention weights for pictures
+        self.last_gates = self.last_attention = None
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        if self.pos == "rope":
+            q, k = rope_rotate(q, self.rope_base), rope_rotate(k, self.rope_base)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        logits = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)       # [B, H, T, T]
+        logits = logits.masked_fill(~causal, float("-inf"))
+        if self.pos == "cope":
+            gates = self.cope.gates(logits)
+            logits = logits + self.cope.interpolate(q, self.cope.positions(gates))
+            if self.record:
+                self.last_gates = gates.detach()
+        elif self.pos == "rel":
+            logits = logits + self.cope.interpolate(q, relative_positions(T, self.cope.npos_max, x.device))
+        attention = F.softmax(logits, dim=-1)
+        if self.record:
+            self.last_attention = attention.detach()
+        out = self.dropout(attention) @ v                                   # [B, H, T, head_dim]
+        return self.proj(out.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(config.d_model), nn.LayerNorm(config.d_model)
+        self.attn = CausalSelfAttention(config)
+        self.mlp = nn.Sequential(nn.Linear(config.d_model, config.d_ff), nn.GELU(),
+                                 nn.Linear(config.d_ff, config.d_model), nn.Dropout(config.dropout))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class CoPETransformer(nn.Module):
+    """A small decoder-only Transformer; `config.pos` picks the position encoding."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        # absolute PE is added to the input embeddings; every other kind lives inside attention
+        self.pos_emb = nn.Embedding(config.block_size, config.d_model) if config.pos == "abs" else None
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight   # tied, as in the authors' runs (--emb-tie)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx):
+        """idx [B, T] -> next-token logits [B, T, vocab]."""
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+    def record(self, on=True):
+        for block in self.blocks:
+            block.attn.record = on
+
+    def gates(self):
+        """After a forward pass with record(True): the gates of every layer, [n_layer, B, H, T, T]."""
+        return torch.stack([block.attn.last_gates for block in self.blocks])

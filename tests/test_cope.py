@@ -1,0 +1,265 @@
+"""Tests for cope.py (Golovneva et al. 2024) and its tasks: the equations against naive loops, the
+baselines as special cases, causality, the generators against independent solvers, the CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tasks
+from conftest import check_result, result_lines
+from cope import (POSITION_ENCODINGS, CausalSelfAttention, CoPE, CoPEConfig, CoPETransformer,
+                  relative_positions, rope_rotate)
+
+T, D, NPOS = 7, 8, 10
+
+
+def masked_logits(T=T, D=D, batch=2):
+    q, k = torch.randn(batch, T, D), torch.randn(batch, T, D)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    return q, ((q @ k.transpose(-2, -1)) / math.sqrt(D)).masked_fill(~causal, float("-inf"))
+
+
+def naive_position_logits(cope, query, logits):
+    """The paper's equations one pair at a time: gates, p_ij = sum_{k=j..i} g_ik clamped to
+    npos_max - 1, and q_i . e[p] interpolated between floor and ceil."""
+    e = cope.pos_emb[0]                                   # [head_dim, npos]
+    B, T = logits.shape[0], logits.shape[-1]
+    positions, out = torch.zeros(B, T, T), torch.zeros(B, T, T)
+    for b in range(B):
+        for i in range(T):
+            for j in range(T):
+                p = sum(torch.sigmoid(logits[b, i, k]) for k in range(j, i + 1)) if j <= i else torch.tensor(0.)
+                p = min(float(p), cope.npos_max - 1)
+                lo, hi = math.floor(p), math.ceil(p)
+                positions[b, i, j] = p
+                out[b, i, j] = (p - lo) * (query[b, i] @ e[:, hi]) + (1 - p + lo) * (query[b, i] @ e[:, lo])
+    return positions, out
+
+
+def random_cope(npos=NPOS):
+    cope = CoPE(npos, D)
+    with torch.no_grad():
+        cope.pos_emb.normal_()
+    return cope
+
+
+def test_positions_and_interpolated_logits_match_naive_loops():
+    cope = random_cope()
+    query, logits = masked_logits()
+    positions, expected = naive_position_logits(cope, query, logits)
+    assert torch.allclose(cope.positions(cope.gates(logits)), positions, atol=1e-5)
+    assert torch.allclose(cope(query, logits), expected, atol=1e-4)
+
+
+def test_masked_pairs_have_gate_zero_and_do_not_count():
+    cope = random_cope()
+    query, logits = masked_logits()
+    gates = cope.gates(logits)
+    future = ~torch.ones(T, T, dtype=torch.bool).tril()
+    assert (gates[:, future] == 0).all()
+    assert (cope.positions(gates)[:, future] == 0).all()
+    # whatever a future key would have said, the positions of past keys are unchanged
+    other = logits.clone()
+    other[:, future] = 5.0
+    past = ~future
+    assert not torch.allclose(cope.positions(cope.gates(other))[:, past], cope.positions(gates)[:, past])
+    other[:, future] = float("-inf")
+    assert torch.equal(cope.positions(cope.gates(other)), cope.positions(gates))
+
+
+def test_gates_at_one_give_relative_positions_and_relative_logits():
+    cope = random_cope(npos=2 * T)
+    query, logits = masked_logits()
+    all_open = torch.where(torch.isinf(logits), logits, torch.full_like(logits, 50.0))  # sigmoid -> 1
+    i = torch.arange(T)
+    expected = (i[:, None] - i[None, :] + 1).clamp(min=0).float()
+    assert torch.allclose(cope.positions(cope.gates(all_open)), expected.expand(2, T, T))
+    assert torch.allclose(relative_positions(T, 2 * T), expected)
+    assert torch.allclose(cope(query, all_open), cope.interpolate(query, relative_positions(T, 2 * T)), atol=1e-5)
+
+
+def test_positions_above_npos_max_are_clamped():
+    cope = random_cope(npos=3)
+    query, logits = masked_logits(T=9)
+    all_open = torch.where(torch.isinf(logits), logits, torch.full_like(logits, 50.0))
+    positions = cope.positions(cope.gates(all_open))
+    assert positions.max() == 2 and positions[0, 8, 0] == 2      # i - j + 1 = 9 clamped to 2
+    logits_int = query @ cope.pos_emb                             # e[2] is used for all far keys
+    assert torch.allclose(cope(query, all_open)[:, 8, 0], logits_int[:, 8, 2], atol=1e-5)
+
+
+def test_position_logits_are_differentiable_in_the_gates():
+    cope = random_cope()
+    query, logits = masked_logits()
+    logits.requires_grad_(True)
+    cope(query, logits).sum().backward()
+    assert logits.grad[:, torch.ones(T, T, dtype=torch.bool).tril()].abs().sum() > 0
+
+
+def test_rope_preserves_norms_and_depends_only_on_offsets():
+    x = torch.randn(12, D)
+    assert torch.allclose(rope_rotate(x).norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+    q, k = torch.randn(D), torch.randn(D)
+    # the same q at every position and the same k at every position: q_i . k_j depends on i - j only
+    scores = rope_rotate(q.expand(12, D)) @ rope_rotate(k.expand(12, D)).T
+    for offset in range(-5, 6):
+        diagonal = torch.diagonal(scores, offset)
+        assert torch.allclose(diagonal, diagonal[0].expand_as(diagonal), atol=1e-4)
+    assert not torch.allclose(torch.diagonal(scores, 0)[0], torch.diagonal(scores, 3)[0])
+
+
+def test_attention_layer_with_cope_uses_the_cope_module():
+    """The layer's logits are the scaled, masked q.k plus CoPE's position logits (paper's snippet)."""
+    torch.manual_seed(1)
+    config = CoPEConfig(d_model=16, n_head=2, npos_max=6, pos="cope")
+    attention = CausalSelfAttention(config)
+    with torch.no_grad():
+        attention.cope.pos_emb.normal_()
+    x = torch.randn(2, 5, 16)
+    q, k, v = attention.qkv(x).view(2, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    logits = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(~causal, float("-inf"))
+    weights = F.softmax(logits + attention.cope(q, logits), dim=-1)
+    expected = attention.proj((weights @ v).transpose(1, 2).reshape(2, 5, 16))
+    assert torch.allclose(attention(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("pos", POSITION_ENCODINGS)
+def test_model_is_causal_for_every_position_encoding(pos):
+    model = CoPETransformer(CoPEConfig(vocab_size=20, block_size=16, d_model=16, n_head=2, pos=pos,
+                                       npos_max=8)).eval()
+    for block in model.blocks:   # non-zero position tables, so that they take part
+        if block.attn.cope is not None:
+            torch.nn.init.normal_(block.attn.cope.pos_emb)
+    idx = torch.randint(3, 20, (2, 12))
+    changed = idx.clone()
+    changed[:, 7] = (changed[:, 7] + 1 - 3) % 17 + 3
+    with torch.no_grad():
+        a, b = model(idx), model(changed)
+    assert torch.allclose(a[:, :7], b[:, :7], atol=1e-5)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError):
+        CoPEConfig(pos="alibi")
+    with pytest.raises(ValueError):
+        CoPEConfig(d_model=10, n_head=4)
+
+
+# ------------------------------------------------------------------ the task generators
+
+def test_counting_programs_match_a_reference_interpreter_and_the_official_format():
+    task = tasks.CountingTask(n_vars=3, min_statements=3, max_statements=40)
+    rng = np.random.default_rng(0)
+    allowed = {"pass;"} | {f"{v} = 0 ;" for v in "abc"} | {f"{v} ++;" for v in "abc"}
+    for _ in range(300):
+        example = task.example(rng)
+        statements = [s + ";" for s in example["context"].split(";")[:-1]]
+        assert 3 <= len(statements) <= 40
+        assert {s.strip() for s in statements} <= allowed
+        variable = example["question"].split()[1]
+        assert example["question"] == f"print {variable}"
+        assert example["answer"] == str(tasks.run_program(example["context"], variable))
+        assert 0 <= int(example["answer"]) <= 10
+        ids, is_target = task.encode(example)
+        assert task.words(ids)[-3:] == ["print", variable, example["answer"]] and is_target[-1]
+        assert sum(is_target) == 1
+
+
+def test_flip_flop_reads_return_the_last_written_bit():
+    rng = np.random.default_rng(1)
+    for p_ignore in (0.1, 0.8, 0.98):
+        task = tasks.FlipFlop(length=20, p_ignore=p_ignore)
+        for _ in range(100):
+            ids, is_target = task.sample(rng)
+            words = task.words(ids)
+            assert len(words) == 40 and words[0] == "w" and words[-2] == "r"
+            memory = None
+            for n in range(0, len(words), 2):
+                instruction, bit = words[n], words[n + 1]
+                if instruction == "w":
+                    memory = bit
+                assert is_target[n + 1] == (instruction == "r")
+                if instruction == "r":
+                    assert bit == memory
+
+
+def test_selective_copy_targets_are_the_non_blank_tokens_in_order():
+    rng = np.random.default_rng(2)
+    task = tasks.SelectiveCopy(n_tokens=5, n_blanks=9)
+    for _ in range(100):
+        ids, is_target = task.sample(rng)
+        words = task.words(ids)
+        grid = words[: words.index("|")]
+        assert len(grid) == 14 and grid.count(".") == 9
+        assert [w for w, t in zip(words, is_target) if t] == [w for w in grid if w != "."]
+
+
+def test_collate_shifts_targets_and_ignores_the_rest():
+    inputs, targets = tasks.collate_targets([([5, 6, 7], [False, False, True]), ([5, 8], [False, True])])
+    assert inputs.tolist() == [[5, 6], [5, 8]]
+    assert targets.tolist() == [[-100, 7], [8, -100]]
+
+
+# ------------------------------------------------------------------ the command line
+
+TINY = ["--steps", "4", "--eval-every", "2", "--d-model", "16", "--layers", "1", "--batch-size", "8",
+        "--test-size", "20", "--max-statements", "6", "--ood-statements", "10"]
+
+
+def test_default_command_prints_a_valid_result_line(run_train, tmp_path):
+    code, out, err = run_train("cope", *TINY, "--out", tmp_path)
+    assert code == 0, err
+    (result,) = result_lines(out)
+    check_result(result, "cope")
+    assert result["task"] == "counting" and result["variant"] == "cope"
+    assert {"error", "error_ood"} <= set(result["metrics"])
+    assert "gates of" in out and (tmp_path / "gates.png").exists()
+
+
+def test_compare_trains_every_variant_and_prints_the_table(run_train):
+    code, out, err = run_train("cope", *TINY, "--compare", "--seeds", "1", "--task", "selective-copy")
+    assert code == 0, err
+    assert [r["variant"] for r in result_lines(out)] == ["cope", "abs", "rope"]
+    assert "| task" in out and "selective-copy" in out
+
+
+def test_flip_flop_run_reports_dense_and_sparse_errors(run_train):
+    code, out, err = run_train("cope", *TINY, "--task", "flipflop", "--pos", "rel")
+    assert code == 0, err
+    (result,) = result_lines(out)
+    assert {"error", "error_dense", "error_sparse"} <= set(result["metrics"])
+
+
+def test_data_file_in_the_official_format_trains_and_evaluates(run_train, tmp_path):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "count.jsonl"
+    lines = [{"context": "pass; c = 0 ; c ++; pass;", "question": "print c", "answer": "1"}]
+    lines += [tasks.CountingTask(3, 3, 6).example(rng) for _ in range(30)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, out, err = run_train("cope", *TINY, "--data", path, "--eval-data", path)
+    assert code == 0, err
+    (result,) = result_lines(out)
+    assert "error_file" in result["metrics"]
+
+
+def test_bad_input_is_one_line_on_stderr(run_train, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"context": "pass; zz = 0 ;", "question": "print zz", "answer": "0"}\n')
+    for argv in (["--data", tmp_path / "missing.jsonl"], ["--data", path], ["--pos", "alibi"],
+                 ["--max-statements", "2"]):
+        code, out, err = run_train("cope", *TINY, *argv)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, argv
+
+
+def test_a_short_run_lowers_the_loss(run_train):
+    code, out, err = run_train("cope", "--steps", "60", "--eval-every", "60", "--d-model", "32",
+                               "--layers", "1", "--test-size", "20", "--task", "selective-copy",
+                               "--tokens", "3", "--blanks", "3", "--lr", "3e-3")
+    assert code == 0, err
+    (result,) = result_lines(out)
+    assert result["metrics"]["final_loss"] < result["metrics"]["first_loss"] * 0.8
