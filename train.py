@@ -476,7 +476,7 @@ def run_hopfield(args):
         raise UsageError(error)
     test = [t.to(args.device) for t in task.batch(args.test_size, np.random.default_rng(TEST_SEED))]
     print(f"bags of {task.bag_size} instances of width {task.dim}; positive bags hold "
-          f"{task.witnesses} witnesses (witness rate {task.witnesses / task.bag_size:.1%}), noise {task.noise}")
+          f"{task.witnesses} witnesses (witness rate {task.witnesses / task.bag_size:.2%}), noise {task.noise}")
     results, curves = [], {}
     for variant, config in configs.items():
         rng = seed_everything(args.seed)
