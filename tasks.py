@@ -169,8 +169,7 @@ class _BabiWorld:
         self.place = {}    # actor -> (location, line of the move that put them there)
         self.holder = {}   # object -> (actor, line where they got it)
         self.lying = {}    # object -> (location, drop line, the dropper's move line)
-        self.visited = {}  # object -> locations it has been in, in order
-        self.carried = {}  # object -> (from, to, support, unambiguous): its latest carried move
+        self.carried = {}  # object -> (from, to, support): its latest carried move
 
     def pick(self, options):
         return options[int(self.rng.integers(len(options)))]
@@ -186,8 +185,7 @@ class _BabiWorld:
         line = self.say(f"{actor} {self.pick(BABI_MOVE)} the {there}.")
         for obj, (who, got_at) in self.holder.items():
             if who == actor:  # the object travels with its carrier
-                self.carried[obj] = (here, there, (got_at, moved_at, line), there not in self.visited[obj])
-                self.visited[obj].append(there)
+                self.carried[obj] = (here, there, (got_at, moved_at, line))
         self.place[actor] = (there, line)
 
     def get(self):
@@ -199,7 +197,6 @@ class _BabiWorld:
         there = " there" if self.rng.random() < 0.5 else ""
         self.holder[obj] = (actor, self.say(f"{actor} {self.pick(BABI_GET)} the {obj}{there}."))
         self.lying.pop(obj, None)
-        self.visited.setdefault(obj, [self.place[actor][0]])
 
     def drop(self):
         if not self.holder:
@@ -228,7 +225,7 @@ class _BabiWorld:
                       for obj, (loc, dropped_at, moved_at) in self.lying.items()]
         else:
             found = [(f"Where was the {obj} before the {to}?", frm, support)
-                     for obj, (frm, to, support, unambiguous) in self.carried.items() if unambiguous]
+                     for obj, (frm, to, support) in self.carried.items()]
         statements = [i for i, line in enumerate(self.lines, 1) if line.answer is None]
         window = set(statements[-BABI_MEMORY:])
         return [q for q in found if set(q[2]) <= window]

@@ -477,9 +477,9 @@ def run_hopfield(args):
     test = [t.to(args.device) for t in task.batch(args.test_size, np.random.default_rng(TEST_SEED))]
     print(f"bags of {task.bag_size} instances of width {task.dim}; positive bags hold "
           f"{task.witnesses} witnesses (witness rate {task.witnesses / task.bag_size:.2%}), noise {task.noise}")
-    results, curves = [], {}
+    results, curves, accuracies = [], {}, {}
     for variant, config in configs.items():
-        rng = seed_everything(args.seed)
+        rng, accuracies[variant] = seed_everything(args.seed), []
         model = hf.MILClassifier(config).to(args.device)
         print(f"{variant} pooling: {count_parameters(model):,} parameters, device {args.device}")
 
@@ -490,7 +490,12 @@ def run_hopfield(args):
             bags, labels, _ = batch
             return F.binary_cross_entropy_with_logits(model(bags)[0], labels)
 
-        run = train(model, args, next_batch, loss_fn, evaluate=lambda m: mil_scores(m, test),
+        def evaluate(model):
+            scores = mil_scores(model, test)
+            accuracies[variant].append(scores["accuracy"])  # one per --eval-every steps
+            return scores
+
+        run = train(model, args, next_batch, loss_fn, evaluate,
                     solved=lambda metrics: metrics["accuracy"] >= args.target, label=variant)
         curves[variant] = run["losses"]
         metrics = dict(run["metrics"], final_loss=round(run["losses"][-1], 4),
@@ -499,11 +504,14 @@ def run_hopfield(args):
         if variant == "hopfield":
             show_bag_attention(args, model, test)
     save_loss_curves(args, curves)
-    if args.compare:
-        print_table(["pooling", "parameters", "steps", "seconds", "test accuracy", "attention on witnesses"],
+    if args.compare:  # also each pooling's accuracy after as many steps as Hopfield pooling took
+        budget = len(accuracies["hopfield"])
+        print_table(["pooling", "parameters", "steps", "seconds", "test accuracy",
+                     f"test accuracy at step {results[0]['steps']}", "attention on witnesses"],
                     [[r["variant"], r["metrics"]["parameters"], r["steps"], r["seconds"],
-                      f"{r['metrics']['accuracy']:.3f}", f"{r['metrics'].get('witness_attention', '-')}"]
-                     for r in results])
+                      f"{r['metrics']['accuracy']:.3f}",
+                      f"{accuracies[r['variant']][min(budget, len(accuracies[r['variant']])) - 1]:.3f}",
+                      r["metrics"].get("witness_attention", "-")] for r in results])
     return results
 
 
@@ -719,8 +727,11 @@ def cope_train_one(args, pos, seed, train_task, test_sets, train_samples, label)
 def show_cope_picture(args, task, model, samples, title_set):
     """For one held-out sequence: which keys the gates of the most selective head open on, seen from
     the query that predicts the first answer (CoPE); for the baselines, the attention weights."""
-    sample = next((s for s in samples if args.task != "counting" or task.words(s[0])[-1] not in ("0", "1")),
-                  samples[0])   # counting: a program whose answer is at least 2
+    def telling(sample):   # counting: a short program over several variables whose answer is >= 2
+        words = task.words(sample[0])
+        return words[-1] not in ("0", "1") and len({w for w in words if len(w) == 1 and w.isalpha()}) >= 2
+    candidates = [s for s in samples if args.task != "counting" or telling(s)] or samples
+    sample = min(candidates, key=lambda s: len(s[0])) if args.task == "counting" else candidates[0]
     ids, is_target = sample
     query = is_target.index(True) - 1            # this position predicts the first answer token
     inputs = torch.tensor([ids[:query + 1]], device=args.device)
@@ -741,7 +752,7 @@ def show_cope_picture(args, task, model, samples, title_set):
     print(f"{kind} of every head on one {title_set} sequence ({len(words)} tokens, answer {answer}), "
           f"seen from its last position:")
     print(f"most selective head {labels[best]} {'opens on' if kind == 'gates' else 'attends most to'}: "
-          + " ".join(opened))
+          + " ".join(opened[:30]) + (f" ... ({len(opened)} keys in all)" if len(opened) > 30 else ""))
     title = f"{model.config.pos} {kind} seen from the last token ({title_set} sequence, answer {answer})"
     print_heatmap(rows, labels, words, title)
     save_heatmap(args, f"{kind}.png", rows, labels, words, title)
@@ -750,6 +761,8 @@ def show_cope_picture(args, task, model, samples, title_set):
 def run_cope(args):
     """Train CoPE (or --pos) on --task; --compare trains CoPE, absolute PE and RoPE at equal size and
     equal steps over --seeds and prints the table beside the paper's numbers."""
+    if getattr(args, "steps", None) is None:
+        args.steps = 800 if args.compare else 1500
     if args.data and args.task != "counting":
         raise UsageError("--data and --eval-data hold counting programs: use them with --task counting")
     train_task, test_tasks = cope_task_sets(args)
@@ -806,7 +819,175 @@ def print_cope_table(args, results, seeds):
                 + ["parameters", "steps", "ms/step", "seconds", "paper error"], rows)
 
 # --- Golovneva et al. 2025: mta.py ------------------------------------
-# (mta: experiment goes here)
+
+# The paper's toy-task numbers (section 4.1; 52 blocks, L = 2, 4 layers x 256, 100k steps; seeds
+# 42 / 43 / 44; sequence error in %, from the official toy-task README, H100).
+MTA_PAPER = {"standard": ([77.7, 75.3, 1.9], 51.6), "mta": ([0.0, 0.0, 0.2], 0.1)}
+
+
+def mta_data(args):
+    """-> (training task, training examples or None, test examples) from the generator or --data
+    / --test-data files (authors' JSON lines); the blocks and L of a file override the flags."""
+    import tasks as t
+    files = {}
+    for flag in ("data", "test_data"):
+        if getattr(args, flag):
+            try:
+                files[flag] = t.read_letter_blocks(getattr(args, flag))
+            except ValueError as error:
+                raise UsageError(error)
+    for examples in files.values():  # the shape of the first file sets the generator's
+        src = examples[0][0]
+        args.blocks, args.query_letters = src.count(".") + 1, len(src) - src.index("#") - 1
+        args.block_length = len(examples[0][1])
+        break
+    try:
+        task = t.LetterBlocks(args.blocks, args.query_letters, args.block_length)
+    except ValueError as error:
+        raise UsageError(error)
+    test = files.get("test_data") or task.examples(args.test_size, np.random.default_rng(TEST_SEED))
+    if "data" in files and len(files["data"][0][1]) != len(test[0][1]):
+        raise UsageError("--data and --test-data targets differ in length")
+    return task, files.get("data"), test
+
+
+def mta_errors(model, examples, device, batch_size=250):
+    """Teacher-forced errors on the target block: sequence (any letter wrong, which equals greedy
+    decoding's), token, first letter (the lookup) and the other letters (the copy)."""
+    wrong = []
+    for i in range(0, len(examples), batch_size):
+        tokens, positions, targets = tasks.LetterBlocks.collate(examples[i:i + batch_size])
+        logits = model(tokens.to(device))
+        predicted = logits.gather(1, positions.to(device)[..., None].expand(-1, -1, logits.size(-1)))
+        wrong.append((predicted.argmax(-1) != targets.to(device)).cpu())
+    wrong = torch.cat(wrong).float()
+    return {"sequence_error": wrong.amax(1).mean().item(), "token_error": wrong.mean().item(),
+            "first_letter_error": wrong[:, 0].mean().item(), "copy_error": wrong[:, 1:].mean().item()}
+
+
+def mta_config(args, use_mta, max_len):
+    import mta
+    try:
+        return mta.MTAConfig(vocab_size=tasks.LetterBlocks.vocab_size, max_len=max_len,
+                             n_layers=args.layers, d_model=args.d_model, n_heads=args.heads,
+                             mta=use_mta, kq_conv=args.kq_conv, c_q=args.c_q, c_k=args.c_k,
+                             head_mix=args.head_mix, c_h=args.c_h, head_norm=args.head_norm)
+    except ValueError as error:
+        raise UsageError(error)
+
+
+def mta_train_one(args, use_mta, seed, task, train_examples, test, label):
+    import mta
+    rng = seed_everything(seed)
+    max_len = max(len(s) + len(t) for s, t in test + (train_examples or [])[:1000]) + 1
+    model = mta.MTATransformer(mta_config(args, use_mta, max_len)).to(args.device)
+    print(f"[{label}] {count_parameters(model):,} parameters, {args.blocks} blocks, L = "
+          f"{args.query_letters}, {len(test)} test sequences, device {args.device}", flush=True)
+
+    def next_batch():
+        if train_examples is None:
+            return task.batch(args.batch_size, rng)
+        return task.collate([train_examples[i] for i in rng.integers(len(train_examples), size=args.batch_size)])
+
+    def loss_fn(model, batch):  # the loss is on the target letters only, as in the paper
+        tokens, positions, targets = (x.to(args.device) for x in batch)
+        logits = model(tokens)
+        logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.size(-1)))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    # linear warmup, then cosine to 0.1 x --lr at --steps (paper: 1e-4 constant after 1000 warmup)
+    lr_at = lambda step: args.lr * (step / args.warmup if step <= args.warmup else 0.1 + 0.45 * (
+        1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup))))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    run = train(model, args, next_batch, loss_fn, lambda m: mta_errors(m, test, args.device),
+                solved=lambda metrics: metrics["sequence_error"] <= args.target_error,
+                optimizer=optimizer, lr_at=lr_at, label=label)
+    return model, run
+
+
+def show_mta_attention(args, model, test):
+    """The answering head before / after the key-query convolution on one test sequence: rows are
+    the positions that predict the 5 target letters, columns the sequence. The head shown is the
+    one (over layers and heads) putting most weight on the target block at the first of them."""
+    src, tgt = test[0]
+    blocks = src.split("#")[0].split(".")
+    start = sum(len(b) + 1 for b in blocks[:blocks.index(tgt)])
+    for block in model.blocks:
+        block.attn.keep_maps = True
+    model.eval()
+    with torch.no_grad():
+        model(torch.tensor([tasks.LetterBlocks.encode(src + tgt[:-1])], device=args.device))
+    first = len(src) - 1
+    rows = list(range(first, first + len(tgt)))
+    best = max(((layer, head) for layer, block in enumerate(model.blocks) if block.attn.maps_after is not None
+                for head in range(block.attn.n_heads)),
+               key=lambda lh: model.blocks[lh[0]].attn.maps_after[0, lh[1], first, start:start + len(tgt)].sum().item())
+    attn = model.blocks[best[0]].attn
+    for block in model.blocks:
+        block.attn.keep_maps = False
+    text = src + tgt[:-1]
+    cols = list(range(len(text)))
+    if len(cols) > 80:  # keep the terminal picture narrow: the target block's neighbourhood and the query
+        cols = [c for c in cols if start - 30 <= c < start + 36 or c >= src.index("#")]
+    row_labels = [f"{text[r]}->{tgt[n]}" for n, r in enumerate(rows)]
+    col_labels = [text[c] for c in cols]
+    for name, maps in (("before", attn.maps_before), ("after", attn.maps_after)):
+        matrix = maps[0, best[1]][rows][:, cols].cpu().numpy()
+        title = (f"layer {best[0] + 1} head {best[1] + 1} attention {name} the key-query convolution "
+                 f"(query {src[src.index('#') + 1:]!r}, target {tgt!r})")
+        print_heatmap(matrix, row_labels, col_labels, title)
+        save_heatmap(args, f"attention-{name}-conv.png", matrix, row_labels, col_labels, title)
+
+
+def run_mta(args):
+    """The letter-block toy task (section 4.1) with MTA; --compare adds standard attention at equal
+    size and steps, each over --seeds, and prints the table beside the paper's numbers."""
+    task, train_examples, test = mta_data(args)
+    seeds = args.seeds or (3 if args.compare else 1)
+    variants = (["standard"] if args.compare else []) + ["mta"]
+    results, curves = [], {}
+    for variant in variants:
+        runs = []
+        for n in range(seeds):
+            label = variant if seeds == 1 else f"{variant} seed {args.seed + n}"
+            model, run = mta_train_one(args, variant == "mta", args.seed + n, task, train_examples, test, label)
+            runs.append(run)
+            curves[label] = run["losses"]
+            if n == 0 and variant == "mta":
+                show_mta_attention(args, model, test)
+        per_seed = {k: [round(r["metrics"][k], 4) for r in runs] for k in runs[0]["metrics"]}
+        metrics = dict({k: float(np.mean(v)) for k, v in per_seed.items()},
+                       per_seed=per_seed, seeds=[args.seed + n for n in range(seeds)],
+                       blocks=args.blocks, query_letters=args.query_letters,
+                       parameters=count_parameters(model), final_loss=round(runs[0]["losses"][-1], 4))
+        summary = {"steps": max(r["steps"] for r in runs), "seconds": round(sum(r["seconds"] for r in runs), 2),
+                   "solved": all(r["solved"] for r in runs), "metrics": metrics}
+        results.append(result_line(args, "mta", "letter-blocks", variant, summary, model=model))
+        results[-1]["runs"] = runs
+    save_loss_curves(args, curves)
+    if args.compare or seeds > 1:
+        print_mta_table(args, results)
+    return results
+
+
+def print_mta_table(args, results):
+    pct = lambda values: " / ".join(f"{100 * v:.1f}" for v in values)
+    rows = []
+    for r in results:
+        m = r["metrics"]
+        steps = "/".join(str(run["steps"]) for run in r["runs"])
+        rows.append([f"**{'MTA' if r['variant'] == 'mta' else 'standard'}** (ours)", m["blocks"], m["query_letters"],
+                     pct(m["per_seed"]["sequence_error"]), f"{100 * m['sequence_error']:.1f}",
+                     pct(m["per_seed"]["first_letter_error"]), pct(m["per_seed"]["copy_error"]),
+                     m["parameters"], steps, f"{r['seconds']:.0f}"])
+    for variant, (per_seed, mean) in MTA_PAPER.items():
+        rows.append([f"{'MTA' if variant == 'mta' else 'standard'} (paper)", 52, 2, pct(np.array(per_seed) / 100),
+                     f"{mean:.1f}", "-", "-", "4 layers x 256", "100000", "-"])
+    print(f"\nsequence error % (any of the {args.block_length} letters wrong) per seed "
+          f"({', '.join(str(s) for s in results[0]['metrics']['seeds'])}) and mean; first letter = the "
+          f"lookup, other letters = the copy (token error %); seconds = all seeds together")
+    print_table(["model", "blocks", "L", "sequence error % by seed", "mean %", "first-letter error %",
+                 "other-letter error %", "parameters", "steps", "seconds"], rows)
 
 
 
@@ -890,7 +1071,7 @@ def build_parser():
     p = add_experiment(subparsers, "hopfield", run_hopfield,
                        "Ramsauer et al. 2020: Hopfield pooling on bags with rare witnesses (--task mil), "
                        "or the capacity of classical vs modern Hopfield networks (--task retrieval)",
-                       steps=2000, batch_size=32, lr=1e-3, eval_every=100)
+                       steps=2000, batch_size=32, lr=1e-3, eval_every=20)
     p.add_argument("--task", choices=["mil", "retrieval"], default="mil",
                    help="mil: train HopfieldPooling on bags; retrieval: no training, capacity table")
     p.add_argument("--dim", type=positive_int, help="instance width (mil, default 16) or pattern "
@@ -914,6 +1095,8 @@ def build_parser():
     p = add_experiment(subparsers, "cope", run_cope,
                        "Golovneva et al. 2024: contextual position encoding (CoPE) on counting programs",
                        steps=1500, batch_size=32, lr=2e-3, eval_every=250)
+    steps = next(a for a in p._actions if a.dest == "steps")
+    steps.default, steps.help = argparse.SUPPRESS, "most training steps (default: 1500; 800 with --compare)"
     p.add_argument("--task", choices=["counting", "flipflop", "selective-copy"], default="counting",
                    help="counting programs (section 4.3), flip-flop (4.1) or selective copy (4.2)")
     p.add_argument("--pos", choices=["cope", "abs", "rel", "rope", "none"], default="cope",
@@ -943,7 +1126,32 @@ def build_parser():
     p.add_argument("--tokens", type=positive_int, default=8, help="selective copy: tokens to copy")
     p.add_argument("--blanks", type=positive_int, default=16,
                    help="selective copy: training blanks (tests: dense half, sparse twice as many)")
-    # (mta: sub-command goes here)
+    p = add_experiment(subparsers, "mta", run_mta,
+                       "Golovneva et al. 2025: Multi-Token Attention on the letter-block toy task",
+                       steps=3000, batch_size=32, lr=3e-3, eval_every=100)
+    p.add_argument("--blocks", type=positive_int, default=4, help="blocks of letters per sequence (paper: 52)")
+    p.add_argument("--query-letters", type=positive_int, default=2, help="L, letters in the query (paper: 2)")
+    p.add_argument("--block-length", type=positive_int, default=5, help="letters per block (paper: 5)")
+    p.add_argument("--test-size", type=positive_int, default=1000, help="held-out sequences (paper: 1000)")
+    p.add_argument("--data", metavar="FILE.jsonl",
+                   help="train on these examples (authors' format, one {\"src\", \"tgt\"} a line)")
+    p.add_argument("--test-data", metavar="FILE.jsonl", help="evaluate on these examples (same format)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per model (default: 3 with --compare, else 1)")
+    p.add_argument("--d-model", type=positive_int, default=64, help="model width (paper: 256)")
+    p.add_argument("--layers", type=positive_int, default=2, help="layers (paper: 4)")
+    p.add_argument("--heads", type=positive_int, default=2, help="attention heads (paper: 2)")
+    p.add_argument("--kq-conv", choices=["pre", "post", ""], default="pre",
+                   help="key-query convolution before or after the softmax ('' = off) (paper toy: pre)")
+    p.add_argument("--c-q", type=positive_int, default=2, help="query kernel size (paper toy: 2)")
+    p.add_argument("--c-k", type=positive_int, default=9, help="key kernel size (paper toy: 9)")
+    p.add_argument("--head-mix", choices=["pre", "post", ""], default="",
+                   help="head mixing before or after the softmax ('' = off) (paper toy: off)")
+    p.add_argument("--c-h", type=positive_int, default=2, help="heads per mixing group")
+    p.add_argument("--head-norm", choices=["depth", "gate", ""], default="",
+                   help="per-head normalisation: RMSNorm with depth scaling, RMSNorm + gate, or off (paper toy: off)")
+    p.add_argument("--warmup", type=positive_int, default=100, help="linear warmup steps (paper: 1000)")
+    p.add_argument("--target-error", type=float, default=0.01,
+                   help="held-out sequence error that counts as solved (early stop)")
     return parser
 
 
