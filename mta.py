@@ -1,0 +1,260 @@
+"""Multi-Token Attention. Golovneva, Wang, Weston, Sukhbaatar, 2025 (arXiv 2504.00927).
+
+A standard attention weight depends on one query and one key: softmax(q_i . k_j / sqrt(d)). To
+find "the block that holds both g and a", a query would have to pack both letters into one vector
+and every key the whole block around it. MTA lets a weight depend on several tokens at once by
+convolving each head's attention map over neighbouring queries and keys (the key-query
+convolution, section 3.1), by mixing the maps of groups of heads (head mixing, section 3.2), and
+normalises each head's output before the output projection (section 3.3). The kernels start as
+identities, so an untrained MTA layer attends exactly as standard attention does.
+
+    python train.py mta              # the letter-block toy task of section 4.1
+    python train.py mta --compare    # standard attention vs MTA, 3 seeds each
+
+Paper vs this file:
+- Sizes (toy task): 2 layers, width 64, 2 heads, SwiGLU hidden 176; paper 4 layers, 256 wide,
+  2 heads. The train.py defaults also shorten the sequences (fewer blocks): a CPU budget.
+- Dropout 0 (paper's toy config: 0.1); init normal(0, 0.02) as nanoGPT (official code: truncated
+  normal with std dim^-1/2). Both are details of the baseline Transformer, not of MTA.
+- Causality of the key-query convolution: eq. (3) writes the indicator 1[i >= j - j'], but the
+  paper's practical form Softmax(Mask_-inf(Conv(Mask_0(A)))) (and the official code) zeroes every
+  logit whose key lies after its own query before convolving. We implement the practical form, so
+  the convolution never mixes in a logit that standard causal attention would not compute.
+- Head mixing is a grouped 1x1 convolution over the head axis (the official code uses a matmul or
+  a Linear over all heads; same arithmetic). Pre- and post-softmax variants are both available.
+- Head normalisation: "depth" = RMSNorm per head scaled by (1 - lambda_init) (first version);
+  "gate" = RMSNorm per head then a sigmoid gate sigma(Linear(d_head -> 1)) (the released LM
+  configs use both RMSNorm and the gate). Off by default: the official toy-task config uses none.
+- Even c_k is allowed (the key window is then j - c_k/2 + 1 .. j + c_k/2, as eq. (3)'s bounds say);
+  the official code requires odd c_k.
+- No KV cache or generation helpers: the toy task is scored teacher-forced, which for "every
+  letter of the block right" equals greedy decoding exactly.
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class MTAConfig:
+    vocab_size: int = 28           # a-z, '.', '#'
+    max_len: int = 512             # longest sequence the RoPE tables cover
+    n_layers: int = 2              # paper toy: 4
+    d_model: int = 64              # paper toy: 256
+    n_heads: int = 2               # paper toy: 2
+    d_ff: int = 0                  # SwiGLU hidden width; 0 = 8/3 d_model rounded up to 16 (as LLaMA)
+    rope_theta: float = 100_000.0  # official toy config
+    dropout: float = 0.0           # paper toy: 0.1
+    # --- MTA. mta=False gives the standard-attention baseline with the same everything else.
+    mta: bool = True
+    mta_layers: list = field(default_factory=list)  # layers with the key-query conv; [] = all (toy)
+    kq_conv: str = "pre"           # "pre" (paper's main, toy), "post" or "" (off)
+    c_q: int = 2                   # query kernel size (toy 2; LM 6)
+    c_k: int = 9                   # key kernel size (toy 9; LM 11)
+    head_mix: str = ""             # "pre", "post" or "" (off; the toy task uses none)
+    c_h: int = 2                   # heads per mixing group
+    head_norm: str = ""            # "depth", "gate" or "" (off; the toy task uses none)
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("RoPE needs an even head width (d_model / n_heads)")
+        if self.kq_conv not in ("pre", "post", "") or self.head_mix not in ("pre", "post", ""):
+            raise ValueError("kq_conv and head_mix must be 'pre', 'post' or ''")
+        if self.head_norm not in ("depth", "gate", ""):
+            raise ValueError("head_norm must be 'depth', 'gate' or ''")
+        if self.c_q < 1 or self.c_k < 1:
+            raise ValueError("c_q and c_k must be at least 1")
+        if self.mta and self.head_mix and self.n_heads % self.c_h:
+            raise ValueError(f"n_heads {self.n_heads} is not divisible by c_h {self.c_h}")
+        if not self.d_ff:
+            self.d_ff = 16 * math.ceil(8 * self.d_model / 3 / 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two MTA operations on attention maps [B, H, T, T]
+# ---------------------------------------------------------------------------------------------
+
+def causal_mask(T, device):
+    """True where key j lies after query i: the entries that Mask_0 / Mask_-inf overwrite."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
+
+
+def key_query_conv(logits, kernel, c_q, c_k):
+    """Section 3.1, eq. (3) in its practical form Mask_0(Conv2d_theta(Mask_0(logits))).
+
+    logits [B, H, T, T] (query i, key j); kernel [H, c_q, c_k] with kernel[h, i', j' + c_k // 2]
+    = theta_{i', j'}: i' = 0 .. c_q - 1 steps back over queries (0 = the current one), j' =
+    -floor(c_k/2) .. ceil(c_k/2) - 1 over keys. out[i, j] = sum theta_{i',j'} logits[i - i', j - j'],
+    entries outside the map or after their query counting as 0. Returns [B, H, T, T], zero above
+    the diagonal (the caller puts -inf there before a softmax).
+    """
+    B, H, T, _ = logits.shape
+    future = causal_mask(T, logits.device)
+    x = logits.masked_fill(future, 0.0)  # Mask_0: future logits must not leak into the past
+    # conv2d is a cross-correlation over a padded map: pad c_q - 1 rows of past queries on top,
+    # ceil(c_k/2) - 1 keys on the left and floor(c_k/2) on the right, and flip theta so that
+    # theta_{0,0} lands on (i, j).
+    x = F.pad(x, (math.ceil(c_k / 2) - 1, c_k // 2, c_q - 1, 0))
+    weight = kernel.flip(1, 2).unsqueeze(1)  # [H, 1, c_q, c_k]: one kernel per head (depthwise)
+    out = F.conv2d(x, weight, groups=H)
+    return out.masked_fill(future, 0.0)
+
+
+def head_mix(maps, weights, c_h):
+    """Section 3.2: heads in groups of c_h; within group g, new map a = sum_b weights[g, a, b] map b.
+
+    maps [B, H, T, T]; weights [H / c_h, c_h, c_h]. A grouped 1x1 convolution over the head axis,
+    so heads of different groups never mix.
+    """
+    H = maps.size(1)
+    return F.conv2d(maps, weights.reshape(H, c_h, 1, 1), groups=H // c_h)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model: RoPE, the attention layer, a pre-norm decoder-only Transformer
+# ---------------------------------------------------------------------------------------------
+
+def rope_tables(T, d_head, theta, device):
+    """cos, sin [T, d_head / 2] of rotary position embeddings (Su et al. 2021)."""
+    inv_freq = theta ** (-torch.arange(0, d_head, 2, device=device).float() / d_head)
+    angles = torch.arange(T, device=device).float()[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate pairs (x_2m, x_2m+1) of x [B, H, T, d_head] by position-dependent angles."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-5):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class MultiTokenAttention(nn.Module):
+    """Causal multi-head attention with MTA's key-query conv, head mixing and head normalisation.
+
+    forward(x [B, T, C]) -> [B, T, C]. With keep_maps = True the last call leaves `maps_before`
+    (softmax of the plain logits) and `maps_after` (the weights actually used), both [B, H, T, T].
+    """
+
+    def __init__(self, config, layer_index=0, use_kq_conv=True):
+        super().__init__()
+        self.config, self.layer_index = config, layer_index
+        self.n_heads, self.d_head = config.n_heads, config.d_model // config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.kq_conv = config.kq_conv if config.mta and use_kq_conv else ""
+        self.head_mix = config.head_mix if config.mta else ""
+        self.head_norm = config.head_norm if config.mta else ""
+        H = self.n_heads
+        if self.kq_conv:  # identity init: theta_{0,0} = 1 (current query, centre key)
+            kernel = torch.zeros(H, config.c_q, config.c_k)
+            kernel[:, 0, config.c_k // 2] = 1.0
+            self.kq_kernel = nn.Parameter(kernel)
+        if self.head_mix:  # identity mixing within each group
+            self.head_weights = nn.Parameter(torch.eye(config.c_h).repeat(H // config.c_h, 1, 1))
+        if self.head_norm:
+            self.norm = RMSNorm(self.d_head)
+        if self.head_norm == "gate":
+            self.gate = nn.Linear(self.d_head, 1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.keep_maps, self.maps_before, self.maps_after = False, None, None
+
+    def forward(self, x, rope=None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        if rope is None:
+            rope = rope_tables(T, self.d_head, self.config.rope_theta, x.device)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        logits = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)  # A-hat [B, H, T, T]
+        future = causal_mask(T, x.device)
+        c = self.config
+        if self.kq_conv == "pre":
+            logits = key_query_conv(logits, self.kq_kernel, c.c_q, c.c_k)
+        if self.head_mix == "pre":
+            logits = head_mix(logits.masked_fill(future, 0.0), self.head_weights, c.c_h)
+        weights = logits.masked_fill(future, float("-inf")).float().softmax(-1).type_as(q)
+        if self.kq_conv == "post":  # no renormalisation after the post-softmax convolutions
+            weights = key_query_conv(weights, self.kq_kernel, c.c_q, c.c_k)
+        if self.head_mix == "post":
+            weights = head_mix(weights, self.head_weights, c.c_h)
+        if self.keep_maps:
+            plain = q @ k.transpose(-2, -1) / math.sqrt(self.d_head)
+            self.maps_before = plain.masked_fill(future, float("-inf")).softmax(-1).detach()
+            self.maps_after = weights.detach()
+        out = self.dropout(weights) @ v  # [B, H, T, d_head]
+        if self.head_norm:  # section 3.3: normalise each head's output on its own
+            out = self.norm(out)
+            if self.head_norm == "depth":  # (1 - lambda_init), lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1))
+                out = out * (1 - (0.8 - 0.6 * math.exp(-0.3 * self.layer_index)))
+            else:
+                out = out * torch.sigmoid(self.gate(out))
+        return self.proj(out.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.w1 = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.w3 = nn.Linear(config.d_model, config.d_ff, bias=False)
+        self.w2 = nn.Linear(config.d_ff, config.d_model, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer_index, use_kq_conv):
+        super().__init__()
+        self.attn_norm, self.ffn_norm = RMSNorm(config.d_model), RMSNorm(config.d_model)
+        self.attn = MultiTokenAttention(config, layer_index, use_kq_conv)
+        self.ffn = SwiGLU(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope):
+        x = x + self.dropout(self.attn(self.attn_norm(x), rope))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+class MTATransformer(nn.Module):
+    """Decoder-only pre-norm Transformer with RoPE and tied embeddings (the toy-task model);
+    config.mta = False turns every MTA part off (the standard-attention baseline)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        layers = config.mta_layers or range(config.n_layers)
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config, l, l in layers) for l in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, idx):
+        """idx [B, T] token ids -> logits [B, T, vocab] for the next token at every position."""
+        T = idx.size(1)
+        if T > self.config.max_len:
+            raise ValueError(f"sequence of {T} tokens is longer than max_len {self.config.max_len}")
+        rope = rope_tables(T, self.config.d_model // self.config.n_heads, self.config.rope_theta,
+                           idx.device)
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, rope)
+        return self.norm(x) @ self.embed.weight.T  # tied output embedding
