@@ -83,14 +83,15 @@ class CoPE(nn.Module):
     def interpolate(self, query, positions):
         """q_i . e[p_ij] for fractional p (section 3), in the paper's cheap order: the logits of
         every integer position in one matmul, then a gather at floor and ceil. Never [T, T, d]."""
-        logits_int = torch.matmul(query, self.pos_emb)            # [.., T, npos_max]
-        positions = positions.expand(*logits_int.shape[:-1], positions.shape[-1])  # [T, T] for rel
-        floor = positions.floor()
-        ceil_weight = positions - floor                           # differentiable in p
+        T = positions.shape[-1]
+        npos = min(self.npos_max, T + 1)      # p_ij <= i - j + 1 <= T: larger rows are never read
+        logits_int = torch.matmul(query, self.pos_emb[..., :npos])   # [.., T, npos]
+        positions = positions.expand(*logits_int.shape[:-1], T)      # rel passes one [T, T] for all
+        floor = positions.detach().floor()
+        ceil_weight = positions - floor                              # differentiable in p
         floor = floor.long()
-        ceil = positions.ceil().long()
-        return (logits_int.gather(-1, ceil) * ceil_weight
-                + logits_int.gather(-1, floor) * (1 - ceil_weight))
+        ceil = (floor + 1).clamp(max=npos - 1)   # = ceil(p) where ceil_weight > 0; unused elsewhere
+        return torch.lerp(logits_int.gather(-1, floor), logits_int.gather(-1, ceil), ceil_weight)
 
     def forward(self, query, attn_logits):
         """query [.., T, head_dim], masked attention logits [.., T, T] -> position logits [.., T, T]."""
