@@ -25,8 +25,9 @@ Paper vs this file:
   use the last state of a one-way encoder: an equal-size baseline, if anything a stronger one.
 - Init: torch's defaults; `paper_init=True` gives Appendix B.1's (orthogonal recurrent matrices,
   W_a, U_a ~ N(0, 0.001^2), v_a and biases 0, the rest N(0, 0.01^2)).
-- Training (train.py): Adam lr 3e-3 instead of Adadelta (rho 0.95, eps 1e-6), batch 64 instead of
-  80, fresh random batches instead of length-sorted ones; gradient-norm clipping at 1 as in the paper.
+- Training (train.py): Adam at a constant 3e-3 instead of Adadelta (rho 0.95, eps 1e-6), batch 64
+  instead of 80, fresh random sentences; like the paper (B.2) it sorts a pool of minibatches by
+  length before cutting them (a pool of 20 here), and clips the gradient norm at 1.
 - Beam search: the paper gives no width; hypotheses that emit EOS leave the beam, which then shrinks,
   and the best finished one by total log-probability wins (no length normalisation).
 """

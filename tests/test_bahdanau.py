@@ -2,11 +2,14 @@
 output, padding, decoding, and the `bahdanau` sub-command."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import bahdanau as bd
+import tasks
+import train
 from conftest import check_result, result_lines
 
 PAD, BOS, EOS = 0, 1, 2
@@ -170,3 +173,11 @@ def test_cli_beam_and_bad_lengths(run_train):
     check_result(result_lines(out)[0], "bahdanau")
     code, _, err = run_train("bahdanau", "--min-len", 9, *TINY)
     assert code == 2 and err.count("\n") == 1
+
+
+def test_length_sorted_batches_cut_one_sorted_pool():
+    batches = train.length_sorted_batches(tasks.ToyTranslation(4, 40), 8, np.random.default_rng(0), pool=5)
+    pool = [next(batches) for _ in range(5)]
+    spans = sorted(((src != PAD).sum(1).min().item(), (src != PAD).sum(1).max().item()) for src, _ in pool)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))  # no overlap
+    assert spans[0][0] < spans[-1][1] and all(src.size(0) == 8 for src, _ in pool)
