@@ -390,7 +390,7 @@ def run_transformer(args):
     variants = {"transformer": args.heads}
     if args.compare:
         variants["one head"] = 1
-    results, scores_by_variant, curves = [], {}, {}
+    finished, scores_by_variant, curves = [], {}, {}
     for variant, heads in variants.items():
         rng = seed_everything(args.seed)
         try:
@@ -430,12 +430,15 @@ def run_transformer(args):
               f"exact match {scores['exact_match']:.4f}, token accuracy {scores['token_accuracy']:.4f}")
         scores_by_variant[variant], curves[variant] = scores, run["losses"]
         metrics = dict(scores, final_loss=round(run["losses"][-1], 4), parameters=count_parameters(model))
-        results.append(result_line(args, "transformer", "toy-translation", variant, run, metrics, model))
+        finished.append((variant, run, metrics, model))
         if variant == "transformer":
             show_cross_attention(args, task, model, decode, test_pairs)
     save_loss_curves(args, curves)
-    print_bucket_table(task, scores_by_variant)
+    if not args.compare:
+        print_bucket_table(task, scores_by_variant)
+    results = [result_line(args, "transformer", "toy-translation", *done) for done in finished]
     if args.compare:
+        print_bucket_table(task, scores_by_variant)
         print_table(["variant", "heads", "parameters", "steps", "seconds", "exact match"],
                     [[r["variant"], variants[r["variant"]], r["metrics"]["parameters"], r["steps"],
                       r["seconds"], f"{r['metrics']['exact_match']:.3f}"] for r in results])
@@ -724,35 +727,50 @@ def cope_train_one(args, pos, seed, train_task, test_sets, train_samples, label)
     return run, metrics, model
 
 
+def cope_counted_increments(words):
+    """Counting: 1 on the `++;` of the asked variable (the tokens a counting head should open on)."""
+    asked = words[-1]
+    return np.array([float(w == "++;" and n > 0 and words[n - 1] == asked) for n, w in enumerate(words)])
+
+
 def show_cope_picture(args, task, model, samples, title_set):
-    """For one held-out sequence: which keys the gates of the most selective head open on, seen from
-    the query that predicts the first answer (CoPE); for the baselines, the attention weights."""
-    def telling(sample):   # counting: a short program over several variables whose answer is >= 2
-        words = task.words(sample[0])
-        return words[-1] not in ("0", "1") and len({w for w in words if len(w) == 1 and w.isalpha()}) >= 2
-    candidates = [s for s in samples if args.task != "counting" or telling(s)] or samples
-    sample = min(candidates, key=lambda s: len(s[0])) if args.task == "counting" else candidates[0]
-    ids, is_target = sample
+    """For one held-out sequence: the gates of every head seen from the query that predicts the first
+    answer (CoPE; for the baselines, the attention weights), and the keys the best head opens on.
+    Counting: the shortest program whose answer is >= 2 and where another variable is incremented
+    too, and the best head is the one whose gates follow the asked variable's increments most closely;
+    other tasks: the first sequence, and the head whose gates vary most."""
+    def telling(ids):
+        words = task.words(ids)
+        increments = {words[n - 1] for n, w in enumerate(words) if w == "++;"}
+        return words[-1] not in ("0", "1") and len(increments - {words[-2]}) > 0
+    candidates = [s for s in samples if args.task != "counting" or telling(s[0])] or samples
+    ids, is_target = min(candidates, key=lambda s: len(s[0])) if args.task == "counting" else candidates[0]
     query = is_target.index(True) - 1            # this position predicts the first answer token
-    inputs = torch.tensor([ids[:query + 1]], device=args.device)
     model.eval()
     model.record(True)
     with torch.no_grad():
-        model(inputs)
+        model(torch.tensor([ids[:query + 1]], device=args.device))
     model.record(False)
     kind = "gates" if model.config.pos == "cope" else "attention"
     maps = model.gates() if kind == "gates" else torch.stack([b.attn.last_attention for b in model.blocks])
     rows = maps[:, 0, :, query, :].flatten(0, 1).cpu().numpy()   # [layers * heads, keys]
     labels = [f"L{layer + 1}H{head + 1}" for layer in range(maps.shape[0]) for head in range(maps.shape[2])]
     words = task.words(ids[:query + 1])
-    best = int(np.argmax(rows.std(axis=1)))      # the most selective head
-    opened = [f"{n}:{w}" for n, (w, g) in enumerate(zip(words, rows[best])) if g > 0.5] if kind == "gates" else \
-        [f"{n}:{words[n]}" for n in np.argsort(-rows[best])[:8]]
+    if args.task == "counting":
+        relevant = cope_counted_increments(words)
+        score = [np.corrcoef(row, relevant)[0, 1] if row.std() > 0 else 0.0 for row in rows]
+        why = "follows the asked variable's increments best, r = {:.2f}"
+    else:
+        score, why = rows.std(axis=1), "varies most, std {:.2f}"
+    best = int(np.argmax(score))
+    shown = [n for n in range(len(words)) if rows[best, n] > 0.5] if kind == "gates" else \
+        sorted(np.argsort(-rows[best])[:8])
     answer = task.words([ids[query + 1]])[0]
     print(f"{kind} of every head on one {title_set} sequence ({len(words)} tokens, answer {answer}), "
-          f"seen from its last position:")
-    print(f"most selective head {labels[best]} {'opens on' if kind == 'gates' else 'attends most to'}: "
-          + " ".join(opened[:30]) + (f" ... ({len(opened)} keys in all)" if len(opened) > 30 else ""))
+          f"seen from its last position; head {labels[best]} {why.format(score[best])}, "
+          f"{'opens (gate > 0.5) on' if kind == 'gates' else 'attends most to'}:")
+    print("  " + (" ".join(f"{n}:{words[n]}" for n in shown[:30]) or "(no key)")
+          + (f" ... ({len(shown)} keys in all)" if len(shown) > 30 else ""))
     title = f"{model.config.pos} {kind} seen from the last token ({title_set} sequence, answer {answer})"
     print_heatmap(rows, labels, words, title)
     save_heatmap(args, f"{kind}.png", rows, labels, words, title)
@@ -944,7 +962,7 @@ def run_mta(args):
     size and steps, each over --seeds, and prints the table beside the paper's numbers."""
     task, train_examples, test = mta_data(args)
     seeds = args.seeds or (3 if args.compare else 1)
-    variants = (["standard"] if args.compare else []) + ["mta"]
+    variants = ["mta"] + (["standard"] if args.compare else [])  # MTA first: its picture comes early
     results, curves = [], {}
     for variant in variants:
         runs = []
@@ -966,7 +984,7 @@ def run_mta(args):
         results[-1]["runs"] = runs
     save_loss_curves(args, curves)
     if args.compare or seeds > 1:
-        print_mta_table(args, results)
+        print_mta_table(args, sorted(results, key=lambda r: r["variant"] == "mta"))
     return results
 
 
@@ -1128,7 +1146,7 @@ def build_parser():
                    help="selective copy: training blanks (tests: dense half, sparse twice as many)")
     p = add_experiment(subparsers, "mta", run_mta,
                        "Golovneva et al. 2025: Multi-Token Attention on the letter-block toy task",
-                       steps=3000, batch_size=32, lr=3e-3, eval_every=100)
+                       steps=2500, batch_size=64, lr=3e-3, eval_every=100)
     p.add_argument("--blocks", type=positive_int, default=4, help="blocks of letters per sequence (paper: 52)")
     p.add_argument("--query-letters", type=positive_int, default=2, help="L, letters in the query (paper: 2)")
     p.add_argument("--block-length", type=positive_int, default=5, help="letters per block (paper: 5)")

@@ -168,7 +168,7 @@ def test_cli_compare_prints_both_models_and_the_table(run_train):
                                "--blocks", "2", "--test-size", "20", "--d-model", "16")
     assert code == 0, err
     results = result_lines(out)
-    assert [r["variant"] for r in results] == ["standard", "mta"]
+    assert [r["variant"] for r in results] == ["mta", "standard"]
     assert all(r["metrics"]["seeds"] == [0, 1] for r in results)
     assert "| **standard** (ours)" in out and "| MTA (paper)" in out and "51.6" in out
 
