@@ -48,7 +48,7 @@ class HopfieldConfig:
     n_heads: int = 1                # library default 1
     d_head: Optional[int] = None    # d_k of the associative space; None: d_model // n_heads
     beta: Optional[float] = None    # None: 1/sqrt(d_head) (section 3, as in the Transformer)
-    update_steps: int = 1           # library: one update (update_steps_max = 0); more = iterate eq. (3)
+    update_steps: int = 1           # library: one update (update_steps_max = 0); more = iterate the update
     n_patterns: int = 1             # learned static patterns (library: quantity = 1)
     normalize: bool = True          # library: LayerNorm on stored, state and projection inputs
     d_instance: int = 16            # MIL: width of one instance
@@ -71,18 +71,18 @@ def lse(beta, z):
 
 
 def energy(xi, X, beta):
-    """E(xi) = -lse(beta, X^T xi) + 1/2 xi^T xi + beta^-1 log N + 1/2 M^2 (eq. 2); returns [B]."""
+    """E(xi) = -lse(beta, X^T xi) + 1/2 xi^T xi + beta^-1 log N + 1/2 M^2 (section 2); returns [B]."""
     N, M = X.shape[0], X.norm(dim=-1).max()
     return -lse(beta, xi @ X.T) + 0.5 * (xi * xi).sum(-1) + math.log(N) / beta + 0.5 * M ** 2
 
 
 def update(xi, X, beta):
-    """xi_new = X softmax(beta X^T xi) (eq. 3): one concave-convex step, i.e. one attention step."""
+    """xi_new = X softmax(beta X^T xi) (section 2): one concave-convex step, i.e. one attention step."""
     return torch.softmax(beta * xi @ X.T, dim=-1) @ X
 
 
 def retrieve(xi, X, beta, max_steps=100, tol=1e-4):
-    """Iterate eq. (3) until every state moves by less than tol. Returns (fixed points, steps [B]):
+    """Iterate the update until every state moves by less than tol. Returns (fixed points, steps [B]):
     steps counts the updates that still moved a state, so a one-step retrieval reports 1."""
     steps = torch.zeros(xi.shape[0], dtype=torch.long)
     for _ in range(max_steps):
@@ -140,7 +140,7 @@ def dense_retrieve(xi, X, sweeps=10):
 
 class Hopfield(nn.Module):
     """Z = softmax(beta R W_Q W_K^T Y^T) Y W_V, then W_O: multi-head attention, with optional extra
-    updates of the state in the associative space (eq. 3 with X = Y W_K)."""
+    updates of the state in the associative space (the update with X = Y W_K)."""
 
     def __init__(self, config, d_state=None, d_stored=None, d_out=None):
         super().__init__()
@@ -169,7 +169,7 @@ class Hopfield(nn.Module):
             if padding is not None:
                 logits = logits.masked_fill(padding[:, None, None, :], float("-inf"))
             attention = torch.softmax(logits, dim=-1)
-            q = attention @ k                                              # eq. (3) in K space
+            q = attention @ k                                              # the update, in the K space
         Z = (attention @ v).transpose(1, 2).reshape(R.shape[0], R.shape[1], -1)
         return self.W_O(Z), attention
 

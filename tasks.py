@@ -357,8 +357,8 @@ class WitnessBags:
     def __init__(self, dim=16, bag_size=200, witnesses=2, noise=0.5, motif_seed=0):
         if not 1 <= witnesses <= bag_size:
             raise ValueError(f"need 1 <= witnesses <= bag size, got {witnesses} and {bag_size}")
-        if noise < 0:
-            raise ValueError(f"need noise >= 0, got {noise}")
+        if noise <= 0:
+            raise ValueError(f"need noise > 0, got {noise}")
         self.dim, self.bag_size, self.witnesses, self.noise = dim, bag_size, witnesses, noise
         # its own stream (a seed sequence), so no data seed ever draws the motif itself as an instance
         self.motif = np.random.default_rng([motif_seed, 2020]).standard_normal(dim)
@@ -374,6 +374,22 @@ class WitnessBags:
             bags[row, where] = self.motif + self.noise * rng.standard_normal((self.witnesses, self.dim))
         return (torch.tensor(bags, dtype=torch.float32), torch.tensor(labels, dtype=torch.float32),
                 torch.tensor(witness))
+
+    def bayes_log_odds(self, bags):
+        """The ceiling: log p(bag | positive) / p(bag | negative) for an observer who knows the motif
+        and the noise, [n]. Per instance r = N(x; m, noise^2 I) / N(x; 0, I); the bag's ratio is the
+        mean of prod(r) over every set of `witnesses` positions (an elementary symmetric polynomial,
+        built up instance by instance in log space)."""
+        x, k = bags.double(), self.witnesses
+        log_r = (-((x - torch.tensor(self.motif)) ** 2).sum(-1) / (2 * self.noise ** 2)
+                 - self.dim * np.log(self.noise) + (x ** 2).sum(-1) / 2)               # [n, bag_size]
+        log_e = [torch.zeros(len(x), dtype=torch.float64)] + [torch.full((len(x),), -np.inf,
+                                                                         dtype=torch.float64)] * k
+        for i in range(self.bag_size):
+            for j in range(k, 0, -1):
+                log_e[j] = torch.logaddexp(log_e[j], log_r[:, i] + log_e[j - 1])
+        log_subsets = sum(np.log(self.bag_size - j) - np.log(j + 1) for j in range(k))
+        return log_e[k] - log_subsets
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """hopfield.py: the energy and update of section 2, the binary networks it generalises, the layers
 of section 3, and the two experiments of `python train.py hopfield`."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +136,18 @@ def test_witness_bags_are_balanced_and_hide_witnesses_only_in_positive_bags():
     assert torch.equal(again[0], bags)
 
 
+def test_bayes_log_odds_average_the_likelihood_ratio_over_witness_positions():
+    task = tasks.WitnessBags(dim=4, bag_size=6, witnesses=2, noise=0.7)
+    bags, _, _ = task.batch(3, np.random.default_rng(1))
+    x = bags.double()
+    witness = torch.distributions.Normal(torch.tensor(task.motif), 0.7).log_prob(x).sum(-1)
+    background = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
+    ratio = torch.exp(witness - background)                       # [3, 6]
+    pairs = list(itertools.combinations(range(6), 2))
+    brute = torch.log(sum(ratio[:, i] * ratio[:, j] for i, j in pairs) / len(pairs))
+    assert torch.allclose(task.bayes_log_odds(bags), brute)
+
+
 def test_short_mil_run_lowers_the_loss(run_train):
     code, out, _ = run_train("hopfield", "--steps", 60, "--eval-every", 10, "--bag-size", 40,
                              "--test-size", 200, "--target", 2, "--device", "cpu")
@@ -165,7 +179,7 @@ def test_retrieval_table_and_result(run_train, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--heads", "5"], ["--task", "retrieval", "--corrupt", "1.5"],
-                                  ["--task", "retrieval", "--max-patterns", "1"], ["--noise", "-1"]])
+                                  ["--task", "retrieval", "--max-patterns", "1"], ["--noise", "0"]])
 def test_bad_input_is_one_line_and_exit_code_2(run_train, argv):
     code, out, err = run_train("hopfield", *argv, "--steps", 1, "--device", "cpu")
     assert code == 2 and err.count("\n") == 1 and "error" in err
