@@ -160,6 +160,13 @@ def test_short_mil_run_lowers_the_loss(run_train):
     assert 0 <= result["metrics"]["witness_attention"] <= 1
 
 
+def test_same_seed_same_result(run_train):
+    argv = ("hopfield", "--steps", 10, "--eval-every", 5, "--bag-size", 20, "--test-size", 50,
+            "--seed", 3, "--device", "cpu")
+    first, second = (result_lines(run_train(*argv)[1])[0] for _ in range(2))
+    assert first["metrics"] == second["metrics"] and first["steps"] == second["steps"]
+
+
 def test_compare_prints_one_result_per_pooling_and_a_table(run_train):
     code, out, _ = run_train("hopfield", "--compare", "--steps", 5, "--eval-every", 5, "--bag-size", 20,
                              "--test-size", 20, "--device", "cpu")
