@@ -87,7 +87,7 @@ def update(xi, X, beta):
 def retrieve(xi, X, beta, max_steps=100, tol=1e-4):
     """Iterate the update until every state moves by less than tol. Returns (fixed points, steps [B]):
     steps counts the updates that still moved a state, so a one-step retrieval reports 1."""
-    steps = torch.zeros(xi.shape[0], dtype=torch.long)
+    steps = torch.zeros(xi.shape[0], dtype=torch.long, device=xi.device)
     for _ in range(max_steps):
         new = update(xi, X, beta)
         moving = (new - xi).abs().amax(-1) >= tol
