@@ -62,6 +62,8 @@ class HopfieldConfig:
             raise ValueError(f"{self.n_heads} heads do not divide width {self.d_model}")
         if self.pooling not in ("hopfield", "mean", "max"):
             raise ValueError(f"unknown pooling {self.pooling!r} (hopfield, mean or max)")
+        if self.update_steps < 1:
+            raise ValueError(f"need at least one update step, got {self.update_steps}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ class Hopfield(nn.Module):
         q = self.split(self.W_Q(self.norm_state(R)))
         k = self.split(self.W_K(self.norm_stored(Y)))
         v = self.split(self.W_V(self.norm_value(Y)))
-        for step in range(self.update_steps):
+        for _ in range(self.update_steps):
             logits = self.beta * q @ k.transpose(-1, -2)                   # [B, H, S, N]
             if padding is not None:
                 logits = logits.masked_fill(padding[:, None, None, :], float("-inf"))
