@@ -24,7 +24,8 @@ Paper vs this file:
   c = [->h_Tx ; <-h_1] (both ends of the BiRNN, size 2n like an attention context) where Cho et al.
   use the last state of a one-way encoder: an equal-size baseline, if anything a stronger one.
 - Init: torch's defaults; `paper_init=True` gives Appendix B.1's (orthogonal recurrent matrices,
-  W_a, U_a ~ N(0, 0.001^2), v_a and biases 0, the rest N(0, 0.01^2)).
+  W_a, U_a ~ N(0, 0.001^2), v_a and biases 0, the rest N(0, 0.01^2)). With Adam at this scale the
+  tiny init sat on a plateau for ~1500 steps before learning (`--paper-init`), hence the default.
 - Training (train.py): Adam at a constant 3e-3 instead of Adadelta (rho 0.95, eps 1e-6), batch 64
   instead of 80, fresh random sentences; like the paper (B.2) it sorts a pool of minibatches by
   length before cutting them (a pool of 20 here), and clips the gradient norm at 1.
