@@ -156,7 +156,7 @@ class EncoderDecoder(nn.Module):
         h, mask, lengths = self.encoder(src)
         n = self.config.hidden
         backward_first = h[:, 0, n:]                                    # <-h_1: has read it all
-        forward_last = h[torch.arange(len(h)), lengths - 1, :n]        # ->h_Tx
+        forward_last = h[torch.arange(len(h), device=h.device), lengths - 1, :n]  # ->h_Tx
         return Memory(h, mask, self.keys(h), torch.tanh(self.W_s(backward_first)),
                       torch.cat([forward_last, backward_first], dim=-1))
 
