@@ -26,6 +26,14 @@ Paper vs this file:
   layer shared by its heads; the paper's relative baseline has a vector per distance in the same
   way but its exact implementation differs in detail (padding beyond npos_max).
 - RoPE uses the usual rotate-half pairing and base 10000 (the paper does not give its variant).
+- Init: weights N(0, 0.02) as in GPT-2 (not stated in the paper); the CoPE table at zero as in
+  the authors' code; embeddings tied as in their runs.
+- Training (train.py): fresh programs every step, batch 32, AdamW lr 2e-3 with warmup and cosine
+  decay, 1500 steps (authors: 10k fixed programs, batch 64, lr 7e-5, 100 epochs). Programs have
+  3-32 statements (paper: 3-512) so that a CPU can train on them; the out-of-distribution test
+  uses 33-64 statements. Loss on the answer only, as in the paper.
+- Flip-flop (32 instructions, ignore 0.8 / dense 0.1 / sparse 0.98) and selective copy (8 tokens
+  among 16 blanks, dense 8, sparse 32) are scaled down; the paper's sizes are larger.
 """
 import math
 from dataclasses import dataclass

@@ -377,7 +377,183 @@ def show_alignment(args, task, model, decode, test_pairs):
 
 
 # --- Sukhbaatar et al. 2015: memn2n.py --------------------------------
-# (memn2n: experiment goes here)
+
+# Table 1 of the paper (bAbI 1k, test error %), the columns that vary the hops: 1 and 2 hops PE LS,
+# 3 hops PE LS RN, all trained jointly on the 20 tasks (here: one task at a time). task -> hops -> %
+MEMN2N_PAPER_ERRORS = {1: {1: 0.8, 2: 0.0, 3: 0.0}, 2: {1: 62.0, 2: 15.6, 3: 11.4},
+                       3: {1: 76.9, 2: 31.6, 3: 21.9}}
+
+
+def memn2n_read(folder, task, split):
+    """The examples of the real bAbI file qa{task}_*_{split}.txt under folder."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith(f"qa{task}_") and n.endswith(f"_{split}.txt"))
+    except OSError as error:
+        raise UsageError(f"--data {folder}: {error.strerror}")
+    if not names:
+        raise UsageError(f"--data {folder}: no file qa{task}_*_{split}.txt there")
+    path = os.path.join(folder, names[0])
+    try:
+        with open(path, encoding="utf-8") as f:
+            examples = tasks.babi_examples(tasks.parse_babi(f.read()))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UsageError(f"--data: cannot read {path}: {error}")
+    if not examples:
+        raise UsageError(f"--data: {path} holds no questions")
+    return examples
+
+
+def memn2n_data(args, task):
+    """Train / validation / test examples and their tensors. Generated: bAbI-sized training set from
+    --seed, test set from TEST_SEED; or the real files under --data. As the paper, the last 10% of
+    the training questions are held out for validation (linear start and early stopping use them)."""
+    if args.data:
+        train_examples, test_examples = (memn2n_read(args.data, task, split) for split in ("train", "test"))
+    else:
+        train_examples = tasks.babi_examples(tasks.babi_stories(task, args.train_size, np.random.default_rng(args.seed)))
+        test_examples = tasks.babi_examples(tasks.babi_stories(task, args.test_size, np.random.default_rng(TEST_SEED)))
+    if len(train_examples) < 10:
+        raise UsageError(f"need at least 10 training questions, got {len(train_examples)}")
+    held = len(train_examples) // 10
+    examples = {"train": train_examples[:-held], "val": train_examples[-held:], "test": test_examples}
+    vocab = tasks.babi_vocab(train_examples, test_examples)
+    tensors = {split: [t.to(args.device) for t in tasks.babi_tensors(e, vocab, args.memory_size)]
+               for split, e in examples.items()}
+    return examples, tensors, vocab
+
+
+def memn2n_scores(model, data, batch_size=500):
+    """(mean loss, error rate) over story, query, answer tensors."""
+    story, query, answer = data
+    loss, wrong = 0.0, 0
+    for i in range(0, len(answer), batch_size):
+        logits = model(story[i:i + batch_size], query[i:i + batch_size])
+        loss += F.cross_entropy(logits, answer[i:i + batch_size], reduction="sum").item()
+        wrong += (logits.argmax(-1) != answer[i:i + batch_size]).sum().item()
+    return loss / len(answer), wrong / len(answer)
+
+
+def memn2n_train_one(args, task, hops, data, vocab, label):
+    """One MemN2N trained the paper's way (section 4.2) on one task; returns (run, metrics, model)."""
+    import memn2n as mn
+    rng = seed_everything(args.seed)
+    config = mn.MemN2NConfig(len(vocab), d=args.dim, hops=hops, memory_size=args.memory_size,
+                             tying=args.tying, encoding=args.encoding, random_noise=args.random_noise)
+    model = mn.MemN2N(config).to(args.device)
+    model.linear_start = args.linear_start
+    story, query, answer = data["train"]
+    sentences = (story != 0).any(-1).sum(1)
+    n = len(answer)
+    batch_size = min(args.batch_size, n)
+    per_epoch = n // batch_size
+    run_args = argparse.Namespace(**vars(args))
+    run_args.steps = args.steps or args.epochs * per_epoch
+    run_args.eval_every = args.eval_every or per_epoch
+    print(f"[{label}] bAbI task {task} ({tasks.BABI_TASKS[task]}), {hops} hops, {count_parameters(model):,} "
+          f"parameters; {n} training / {len(data['val'][2])} validation / {len(data['test'][2])} test "
+          f"questions; {run_args.steps} steps of {batch_size} ({per_epoch} steps an epoch)")
+
+    def epochs():  # every training question once an epoch, in a fresh order
+        while True:
+            order = torch.from_numpy(rng.permutation(n)).to(args.device)
+            for i in range(per_epoch):
+                yield order[i * batch_size:(i + 1) * batch_size]
+
+    batches = epochs()
+
+    def next_batch():
+        chosen = next(batches)
+        width = int(sentences[chosen].max())  # slots that are padding in the whole batch only cost time
+        return story[chosen, :width], query[chosen], answer[chosen]
+
+    # Section 4.2: SGD, lr 0.01 (0.005 while linear start lasts) halved every 25 of 100 epochs; here
+    # halved every quarter of the step budget. The paper sums the loss over the batch; we average it,
+    # so the step size is lr x batch size and the norm clip 40 / batch size: the same update.
+    quarter = max(1, run_args.steps // 4)
+    lr_at = lambda step: (args.lr * batch_size * (0.5 if model.linear_start else 1.0)
+                          * 0.5 ** ((step - 1) // quarter))
+    best_val_loss = [math.inf]
+
+    def evaluate(model):
+        val_loss, val_error = memn2n_scores(model, data["val"])
+        if model.linear_start:  # LS: the softmax comes back once the validation loss stops falling
+            if val_loss < best_val_loss[0]:
+                best_val_loss[0] = val_loss
+            else:
+                model.linear_start = False
+                print(f"[{label}] validation loss stopped falling: linear start over, softmax back in every hop")
+        return {"val_loss": val_loss, "val_error": val_error, "test_error": memn2n_scores(model, data["test"])[1]}
+
+    run = train(model, run_args, next_batch, lambda m, batch: F.cross_entropy(m(*batch[:2]), batch[2]),
+                evaluate, solved=lambda metrics: not model.linear_start and metrics["val_error"] <= args.target_error,
+                optimizer=torch.optim.SGD(model.parameters(), lr=args.lr), lr_at=lr_at,
+                clip=40 / batch_size, label=label)
+    model.eval()
+    with torch.no_grad():
+        test_loss, test_error = memn2n_scores(model, data["test"])
+        val_error = memn2n_scores(model, data["val"])[1]
+    print(f"[{label}] test error {100 * test_error:.1f}% (paper, Table 1 at 1k: "
+          f"{MEMN2N_PAPER_ERRORS[task].get(hops, '-')}%)")
+    metrics = {"test_error": round(test_error, 4), "test_loss": round(test_loss, 4),
+               "val_error": round(val_error, 4), "final_loss": round(run["losses"][-1], 4),
+               "hops": hops, "parameters": count_parameters(model), "training_questions": n}
+    return run, metrics, model
+
+
+def show_memn2n_hops(args, model, examples, data, vocab, minimum=8):
+    """The paper's Figure 2 as text: a test story, the supporting facts marked, and each hop's
+    attention on every sentence (also saved as hops.png)."""
+    index = next((i for i, e in enumerate(examples) if len(e.memory) >= minimum), 0)
+    example = examples[index]
+    memory = example.memory[-args.memory_size:]
+    offset = len(example.memory) - len(memory)
+    model.eval()
+    with torch.no_grad():
+        guess = model(*(t[index:index + 1] for t in data[:2])).argmax(-1).item()
+    weights = model.attention[0, :, :len(memory)].T.cpu().numpy()  # [sentences, hops]
+    hops = [f"hop {k}" for k in range(1, weights.shape[1] + 1)]
+    print(f"\nquestion: {' '.join(example.question)}?  answer: {example.answer}  model: {vocab[guess]}")
+    print("support | " + " | ".join(hops) + " | sentence")
+    for i, (words, row) in enumerate(zip(memory, weights)):
+        mark = "   *   " if i + offset in example.support else "       "
+        print(f"{mark} | " + " | ".join(f"{w:5.2f}" for w in row) + f" | {' '.join(words)}")
+    labels = [("* " if i + offset in example.support else "  ") + " ".join(words) for i, words in enumerate(memory)]
+    title = f"{' '.join(example.question)}? ({example.answer}): attention of each hop (* supporting fact)"
+    print_heatmap(weights, labels, hops, title)
+    save_heatmap(args, "hops.png", weights, labels, hops, title)
+
+
+def run_memn2n(args):
+    """3 hops with PE, LS and RN on one bAbI-style task; --compare trains 1, 2 and 3 hops on tasks
+    1, 2 and 3 and prints the error table beside the paper's."""
+    if args.memory_size < 1 or args.dim < 1:
+        raise UsageError("--memory-size and --dim must be positive")
+    if not 0 <= args.random_noise <= 1:
+        raise UsageError(f"--random-noise must be in [0, 1], got {args.random_noise}")
+    if args.train_size is None:
+        args.train_size = 1000 if args.compare else 10000
+    if args.epochs is None:
+        args.epochs = 100 if args.compare else 40
+    plan = [(t, k) for t in (1, 2, 3) for k in (1, 2, 3)] if args.compare else [(args.task, args.hops)]
+    results, curves, shown = [], {}, None
+    for task in sorted({t for t, _ in plan}):
+        examples, data, vocab = memn2n_data(args, task)
+        for _, hops in (p for p in plan if p[0] == task):
+            variant = f"task {task}, {hops} hop{'s' if hops > 1 else ''}" if args.compare else "memn2n"
+            run, metrics, model = memn2n_train_one(args, task, hops, data, vocab, variant)
+            curves[variant] = run["losses"]
+            results.append(result_line(args, "memn2n", f"babi-task{task}", variant, run, metrics, model))
+            if hops == max(k for _, k in plan) and (task == args.task or shown is None):
+                shown = (model, examples["test"], data["test"], vocab)
+    show_memn2n_hops(args, *shown)
+    save_loss_curves(args, curves)
+    errors = {(int(r["task"][-1]), r["metrics"]["hops"]): r["metrics"]["test_error"] for r in results}
+    tasks_run, hops_run = sorted({t for t, _ in errors}), sorted({k for _, k in errors})
+    headers = ["bAbI task"] + [f"{k} hop{'s' if k > 1 else ''} {who}" for k in hops_run for who in ("here", "paper")]
+    print_table(headers, [[f"{t}: {tasks.BABI_TASKS[t]}"] + [cell for k in hops_run for cell in (
+        f"{100 * errors[t, k]:.1f}", f"{MEMN2N_PAPER_ERRORS[t][k]:.1f}" if k in MEMN2N_PAPER_ERRORS[t] else "-")]
+        for t in tasks_run])
+    return results
 
 # --- Vaswani et al. 2017: transformer.py ------------------------------
 
@@ -720,13 +896,15 @@ def cope_train_one(args, pos, seed, train_task, test_sets, train_samples, label)
     lr_at = lambda step: args.lr * (step / warmup if step <= warmup else
                                     0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup))))
     no_early_stop = args.compare or args.target < 0   # --compare: equal steps for every variant
+    cpu_start = time.process_time()   # CPU time of this process: less skewed by a busy machine
     run = train(model, args, next_batch, loss_fn, evaluate,
                 solved=lambda m: not no_early_stop and m["error"] <= args.target,
                 optimizer=torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0),
                 lr_at=lr_at, label=label)
     losses = run["losses"]
     metrics = dict(run["metrics"], parameters=count_parameters(model), ms_per_step=round(
-        1000 * run["seconds"] / run["steps"], 1), first_loss=round(float(np.mean(losses[:10])), 4),
+        1000 * run["seconds"] / run["steps"], 1), cpu_ms_per_step=round(
+        1000 * (time.process_time() - cpu_start) / run["steps"], 1), first_loss=round(float(np.mean(losses[:10])), 4),
         final_loss=round(float(np.mean(losses[-10:])), 4))
     return run, metrics, model
 
@@ -813,8 +991,8 @@ def run_cope(args):
             curves[label] = run["losses"]
         errors = [k for k in runs[0][1] if "error" in k]
         metrics = {k: float(np.mean([m[k] for _, m in runs])) for k in errors}
-        metrics.update({k: runs[0][1][k] for k in ("parameters",)}, ms_per_step=float(np.mean(
-            [m["ms_per_step"] for _, m in runs])), first_loss=runs[0][1]["first_loss"],
+        metrics.update({k: runs[0][1][k] for k in ("parameters",)}, **{k: round(float(np.mean(
+            [m[k] for _, m in runs])), 1) for k in ("ms_per_step", "cpu_ms_per_step")}, first_loss=runs[0][1]["first_loss"],
             final_loss=runs[0][1]["final_loss"], seeds=[args.seed + n for n in range(seeds)],
             per_seed={k: [round(m[k], 4) for _, m in runs] for k in errors})
         run = {"steps": max(r["steps"] for r, _ in runs), "seconds": round(sum(r["seconds"] for r, _ in runs), 2),
@@ -834,12 +1012,14 @@ def print_cope_table(args, results, seeds):
     for r in results:
         paper = COPE_PAPER_ERROR.get((args.task, args.vars, r["variant"])) if not args.data else None
         rows.append([args.task, r["variant"]] + [mean_spread(r["metrics"]["per_seed"][k]) for k in errors]
-                    + [r["metrics"]["parameters"], r["steps"], r["metrics"]["ms_per_step"], r["seconds"],
+                    + [r["metrics"]["parameters"], r["steps"], r["metrics"]["ms_per_step"],
+                       r["metrics"]["cpu_ms_per_step"], r["seconds"],
                        "—" if paper is None else f"{paper / 100:.3f}"])
-    print(f"\nmean ± std over {seeds} seed(s); paper: Table 3 test error (4 layers, width 256, programs of "
-          "3-512 statements; its test set is in distribution)")
+    paper = ("paper: Table 3 test error (4 layers, width 256, programs of 3-512 statements; its test set "
+             "is in distribution)") if args.task == "counting" else "paper: numbers of Table 2 not quoted here"
+    print(f"\nmean ± std over {seeds} seed(s); errors are fractions of answers wrong; {paper}")
     print_table(["task", "position encoding"] + [names.get(k, k) for k in errors]
-                + ["parameters", "steps", "ms/step", "seconds", "paper error"], rows)
+                + ["parameters", "steps", "ms/step", "CPU ms/step", "seconds", "paper error"], rows)
 
 # --- Golovneva et al. 2025: mta.py ------------------------------------
 
@@ -1078,7 +1258,40 @@ def build_parser():
     p.add_argument("--paper-init", action="store_true", help="Appendix B.1 initialisation")
     p.add_argument("--target", type=float, default=0.99,
                    help="held-out exact match (teacher forced) at which RNNsearch counts as solved")
-    # (memn2n: sub-command goes here)
+    p = add_experiment(subparsers, "memn2n", run_memn2n,
+                       "Sukhbaatar et al. 2015: End-To-End Memory Network on bAbI-style stories",
+                       steps=1, batch_size=32, lr=0.01, eval_every=1)
+    for action in p._actions:  # both default to a number of epochs, which depends on the data
+        if action.dest == "steps":
+            action.default, action.help = None, "most training steps (default: --epochs epochs)"
+        if action.dest == "eval_every":
+            action.default, action.help = None, "steps between evaluations (default: one epoch)"
+    p.set_defaults(lr=0.01)
+    next(a for a in p._actions if a.dest == "lr").help = \
+        "SGD learning rate for the loss summed over a batch (paper: 0.01; 0.005 during linear start)"
+    p.add_argument("--task", type=int, choices=[1, 2, 3], default=2,
+                   help="bAbI task: 1 single, 2 two, 3 three supporting facts")
+    p.add_argument("--hops", type=positive_int, default=3, help="memory hops K (paper: 3)")
+    p.add_argument("--tying", choices=["adjacent", "layerwise"], default="adjacent",
+                   help="weight tying across hops (section 2.2)")
+    p.add_argument("--encoding", choices=["pe", "bow"], default="pe",
+                   help="sentence representation: position encoding or bag of words (section 4.1)")
+    p.add_argument("--no-linear-start", dest="linear_start", action="store_false",
+                   help="train with the softmax from the start (LS off)")
+    p.add_argument("--random-noise", type=float, default=0.1,
+                   help="RN: blank time slots, as a share of a story's sentences, inserted at training time (0: off)")
+    p.add_argument("--dim", type=positive_int, default=20, help="embedding size d (paper: 20)")
+    p.add_argument("--memory-size", type=positive_int, default=50, help="most recent sentences kept (paper: 50)")
+    p.add_argument("--train-size", type=positive_int,
+                   help="generated training questions, 10%% held out for validation (bAbI: 1000 or 10000; "
+                        "default 10000, 1000 with --compare as the paper's Table 1)")
+    p.add_argument("--test-size", type=positive_int, default=1000, help="generated test questions (bAbI: 1000)")
+    p.add_argument("--epochs", type=positive_int,
+                   help="passes over the training questions (paper: 100; default 40, 100 with --compare)")
+    p.add_argument("--target-error", type=float, default=0.04,
+                   help="validation error at which training stops early (after linear start)")
+    p.add_argument("--data", metavar="DIR",
+                   help="train and test on the real bAbI files qaN_*_train.txt / qaN_*_test.txt in DIR")
     p = add_experiment(subparsers, "transformer", run_transformer,
                        "Vaswani et al. 2017: encoder-decoder Transformer on toy translation",
                        steps=3000, batch_size=32, lr=3e-3, eval_every=100)
