@@ -189,8 +189,9 @@ class _BabiWorld:
         self.place[actor] = (there, line)
 
     def get(self):
-        options = [(actor, obj) for actor in BABI_ACTORS if actor in self.place for obj in BABI_OBJECTS
-                   if obj not in self.holder and self.lying.get(obj, self.place[actor])[0] == self.place[actor][0]]
+        here = {actor: location for actor, (location, _) in self.place.items()}
+        options = [(actor, obj) for actor in BABI_ACTORS if actor in here for obj in BABI_OBJECTS
+                   if obj not in self.holder and self.lying.get(obj, (here[actor],))[0] == here[actor]]
         if not options:
             return self.move()
         actor, obj = self.pick(options)
