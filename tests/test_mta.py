@@ -173,6 +173,14 @@ def test_cli_compare_prints_both_models_and_the_table(run_train):
     assert "| **standard** (ours)" in out and "| MTA (paper)" in out and "51.6" in out
 
 
+def test_cli_baseline_trains_standard_attention_only(run_train):
+    code, out, err = run_train("mta", "--baseline", "--steps", "2", "--eval-every", "2", "--blocks", "2",
+                               "--test-size", "20", "--d-model", "16")
+    assert code == 0, err
+    [result] = result_lines(out)
+    assert result["variant"] == "standard" and "key-query convolution" not in out
+
+
 def test_cli_reads_the_authors_format(run_train, tmp_path):
     path = tmp_path / "train.jsonl"
     examples = tasks.LetterBlocks(5, 2).examples(30, np.random.default_rng(3))
