@@ -251,7 +251,7 @@ def test_bad_input_is_one_line_on_stderr(run_train, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"context": "pass; zz = 0 ;", "question": "print zz", "answer": "0"}\n')
     for argv in (["--data", tmp_path / "missing.jsonl"], ["--data", path], ["--pos", "alibi"],
-                 ["--max-statements", "2"]):
+                 ["--max-statements", "2"], ["--task", "flipflop", "--eval-data", path]):
         code, out, err = run_train("cope", *TINY, *argv)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, argv
 
