@@ -34,7 +34,7 @@ Paper vs this file:
   each matrix); the lr is halved every quarter of the run rather than every 25 of 100 epochs; one
   seed per configuration, not the best of 10; one task at a time, not joint training on all 20.
 - The stories come from a regenerated bAbI world (tasks.py), not the official files (`--data DIR`
-  reads those). The default run trains on a 10k-sized set for at most 40 epochs and stops at 4%
+  reads those). The default run trains on a 10k-sized set for at most 40 epochs and stops at 3%
   validation error; at the 1k size a single-task model overfits task 2 (about 30% test error).
 """
 import math

@@ -1,7 +1,6 @@
 """End-To-End Memory Networks: the equations against hand-written references, the tying, the
 temporal order, RN, LS and padding, and the bAbI-style generator and parser."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
