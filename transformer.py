@@ -13,9 +13,10 @@ Paper vs this file:
   the toy task is tiny and the default run should finish in about a minute on a laptop CPU.
 - Dropout 0 by default (paper: 0.1): train.py draws fresh sentences every step, so there is nothing to
   overfit. The dropout sites of section 5.4 are all here and take effect with dropout > 0.
-- Learning rate: train.py multiplies the schedule of eq. (3) by a constant so that its peak is --lr and
-  ends with a linear cool-down (see `rate` below and train.py); eq. (3) unscaled keeps a step^-0.5 tail
-  that stays too high for a tiny model to settle.
+- Learning rate: train.py keeps eq. (3)'s linear warmup (100 steps, paper: 4000) up to a peak of 3e-3,
+  then decays linearly to zero instead of as step^-0.5: with eq. (3)'s tail the tiny model never
+  settled (0.95 held-out exact match after 3000 steps; 0.99 by step 2600 with the linear decay).
+  `rate` below is eq. (3) itself, for readers who copy the file.
 - One joint vocabulary for source and target (the paper's shared BPE vocabulary), so the two
   embeddings and the pre-softmax projection share one matrix as in section 3.4.
 - The attention projections have no bias, as the paper's W^Q, W^K, W^V, W^O; the FFN has biases (eq. 2).
