@@ -470,8 +470,8 @@ def memn2n_train_one(args, task, hops, data, vocab, label):
     batch_size = min(args.batch_size, n)
     per_epoch = n // batch_size
     run_args = argparse.Namespace(**vars(args))
-    run_args.steps = args.steps or args.epochs * per_epoch
-    run_args.eval_every = args.eval_every or per_epoch
+    run_args.steps = getattr(args, "steps", None) or args.epochs * per_epoch
+    run_args.eval_every = getattr(args, "eval_every", None) or per_epoch
     print(f"[{label}] bAbI task {task} ({tasks.BABI_TASKS[task]}), {hops} hops, {count_parameters(model):,} "
           f"parameters; {n} training / {len(data['val'][2])} validation / {len(data['test'][2])} test "
           f"questions; {run_args.steps} steps of {batch_size} ({per_epoch} steps an epoch)")
@@ -1267,10 +1267,9 @@ def build_parser():
                        steps=1, batch_size=32, lr=0.01, eval_every=1)
     for action in p._actions:  # both default to a number of epochs, which depends on the data
         if action.dest == "steps":
-            action.default, action.help = None, "most training steps (default: --epochs epochs)"
+            action.default, action.help = argparse.SUPPRESS, "most training steps (default: --epochs epochs)"
         if action.dest == "eval_every":
-            action.default, action.help = None, "steps between evaluations (default: one epoch)"
-    p.set_defaults(lr=0.01)
+            action.default, action.help = argparse.SUPPRESS, "steps between evaluations (default: one epoch)"
     next(a for a in p._actions if a.dest == "lr").help = \
         "SGD learning rate for the loss summed over a batch (paper: 0.01; 0.005 during linear start)"
     p.add_argument("--task", type=int, choices=[1, 2, 3], default=2,
@@ -1281,7 +1280,8 @@ def build_parser():
     p.add_argument("--encoding", choices=["pe", "bow"], default="pe",
                    help="sentence representation: position encoding or bag of words (section 4.1)")
     p.add_argument("--no-linear-start", dest="linear_start", action="store_false",
-                   help="train with the softmax from the start (LS off)")
+                   help="turn linear start off: softmax in every hop from the start "
+                        "(the default below: LS on)")
     p.add_argument("--random-noise", type=float, default=0.1,
                    help="RN: blank time slots, as a share of a story's sentences, inserted at training time (0: off)")
     p.add_argument("--dim", type=positive_int, default=20, help="embedding size d (paper: 20)")
