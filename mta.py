@@ -11,6 +11,9 @@ identities, so an untrained MTA layer attends exactly as standard attention does
     python train.py mta              # the letter-block toy task of section 4.1
     python train.py mta --compare    # standard attention vs MTA, 3 seeds each
 
+Expect (4 blocks, 2500 steps, measured): MTA 3-9% sequence error, nearly all of it in the first
+letter (the lookup); standard attention about 99%, wrong on the lookup and on the copy alike.
+
 Paper vs this file:
 - Sizes (toy task): 2 layers, width 64, 2 heads, SwiGLU hidden 176; paper 4 layers, 256 wide,
   2 heads. The train.py defaults also shorten the sequences (4 blocks, not 52): a CPU budget.
