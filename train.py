@@ -1084,7 +1084,7 @@ def mta_config(args, use_mta, max_len):
 def mta_train_one(args, use_mta, seed, task, train_examples, test, label):
     import mta
     rng = seed_everything(seed)
-    max_len = max(len(s) + len(t) for s, t in test + (train_examples or [])[:1000]) + 1
+    max_len = max(len(s) + len(t) for s, t in test + (train_examples or [])) + 1
     model = mta.MTATransformer(mta_config(args, use_mta, max_len)).to(args.device)
     print(f"[{label}] {count_parameters(model):,} parameters, {args.blocks} blocks, L = "
           f"{args.query_letters}, {len(test)} test sequences, device {args.device}", flush=True)
@@ -1116,7 +1116,7 @@ def show_mta_attention(args, model, test):
     one (over layers and heads) putting most weight on the target block at the first of them."""
     src, tgt = test[0]
     blocks = src.split("#")[0].split(".")
-    start = sum(len(b) + 1 for b in blocks[:blocks.index(tgt)])
+    start = sum(len(b) + 1 for b in blocks[:blocks.index(tgt)]) if tgt in blocks else 0
     for block in model.blocks:
         block.attn.keep_maps = True
     model.eval()
