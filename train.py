@@ -189,6 +189,13 @@ def train(model, args, next_batch, loss_fn, evaluate, solved, optimizer=None, lr
             "metrics": metrics, "losses": losses}
 
 
+def warmup_cosine(step, peak, warmup, total):
+    """Learning rate: linear warmup to peak, then cosine decay to 0.1 x peak at step total."""
+    if step <= warmup:
+        return peak * step / warmup
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+
 def result_line(args, experiment, task, variant, run, metrics=None, model=None):
     """Print `result: {json}` and write result.json (and the checkpoint model.pt) under --out."""
     result = {"experiment": experiment, "task": task, "variant": variant, "device": args.device,
@@ -894,9 +901,7 @@ def cope_train_one(args, pos, seed, train_task, test_sets, train_samples, label)
                 metrics["seq_error" + (f"_{name}" if name else "")] = sequence_error
         return metrics
 
-    warmup = max(1, args.steps // 20)   # linear warmup, then cosine decay to 0.1 x --lr
-    lr_at = lambda step: args.lr * (step / warmup if step <= warmup else
-                                    0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup))))
+    lr_at = lambda step: warmup_cosine(step, args.lr, max(1, args.steps // 20), args.steps)
     no_early_stop = args.compare or args.target < 0   # --compare: equal steps for every variant
     cpu_start = time.process_time()   # CPU time of this process: less skewed by a busy machine
     run = train(model, args, next_batch, loss_fn, evaluate,
@@ -1100,9 +1105,8 @@ def mta_train_one(args, use_mta, seed, task, train_examples, test, label):
         logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.size(-1)))
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
-    # linear warmup, then cosine to 0.1 x --lr at --steps (paper: 1e-4 constant after 1000 warmup)
-    lr_at = lambda step: args.lr * (step / args.warmup if step <= args.warmup else 0.1 + 0.45 * (
-        1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup))))
+    # paper: 1e-4 constant after 1000 warmup steps; here warmup_cosine, for a short CPU budget
+    lr_at = lambda step: warmup_cosine(step, args.lr, args.warmup, args.steps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
     run = train(model, args, next_batch, loss_fn, lambda m: mta_errors(m, test, args.device),
                 solved=lambda metrics: metrics["sequence_error"] <= args.target_error,
@@ -1227,17 +1231,26 @@ def positive_float(text):
     return value
 
 
-def add_experiment(subparsers, name, run, summary, steps, batch_size, lr, eval_every):
-    """One sub-command with the flags every experiment shares; returns it for its own flags."""
+def add_experiment(subparsers, name, run, summary, steps, batch_size, lr, eval_every,
+                   lr_help="(peak) learning rate"):
+    """One sub-command with the flags every experiment shares; returns it for its own flags.
+    steps and eval_every may be text that describes a default the experiment works out itself
+    (e.g. "one epoch"): the flag is then absent from args unless given."""
     p = subparsers.add_parser(name, help=summary, description=summary,
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=positive_int, default=steps, help="most training steps")
+
+    def default(value, help):
+        if isinstance(value, str):
+            return {"default": argparse.SUPPRESS, "help": f"{help} (default: {value})"}
+        return {"default": value, "help": help}
+
+    p.add_argument("--steps", type=positive_int, **default(steps, "most training steps"))
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="sequences per step")
-    p.add_argument("--lr", type=positive_float, default=lr, help="(peak) learning rate")
+    p.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
     p.add_argument("--seed", type=int, default=0, help="seeds the model and the training data")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
-    p.add_argument("--eval-every", type=positive_int, default=eval_every,
-                   help="steps between held-out evaluations and progress lines")
+    p.add_argument("--eval-every", type=positive_int,
+                   **default(eval_every, "steps between held-out evaluations and progress lines"))
     p.add_argument("--out", metavar="DIR", help="write model.pt, result.json and PNG pictures here")
     p.add_argument("--compare", action="store_true",
                    help="also train the paper's baselines at equal size and print a table")
@@ -1264,14 +1277,9 @@ def build_parser():
                    help="held-out exact match (teacher forced) at which RNNsearch counts as solved")
     p = add_experiment(subparsers, "memn2n", run_memn2n,
                        "Sukhbaatar et al. 2015: End-To-End Memory Network on bAbI-style stories",
-                       steps=1, batch_size=32, lr=0.01, eval_every=1)
-    for action in p._actions:  # both default to a number of epochs, which depends on the data
-        if action.dest == "steps":
-            action.default, action.help = argparse.SUPPRESS, "most training steps (default: --epochs epochs)"
-        if action.dest == "eval_every":
-            action.default, action.help = argparse.SUPPRESS, "steps between evaluations (default: one epoch)"
-    next(a for a in p._actions if a.dest == "lr").help = \
-        "SGD learning rate for the loss summed over a batch (paper: 0.01; 0.005 during linear start)"
+                       steps="--epochs epochs", batch_size=32, lr=0.01, eval_every="one epoch",
+                       lr_help="SGD learning rate for the loss summed over a batch "
+                               "(paper: 0.01; 0.005 during linear start)")
     p.add_argument("--task", type=int, choices=[1, 2, 3], default=2,
                    help="bAbI task: 1 single, 2 two, 3 three supporting facts")
     p.add_argument("--hops", type=positive_int, default=3, help="memory hops K (paper: 3)")
@@ -1335,15 +1343,13 @@ def build_parser():
     p.add_argument("--corrupt", type=float, default=0.5, help="retrieval: fraction of bits masked or flipped")
     p = add_experiment(subparsers, "cope", run_cope,
                        "Golovneva et al. 2024: contextual position encoding (CoPE) on counting programs",
-                       steps=1500, batch_size=32, lr=2e-3, eval_every=250)
-    steps = next(a for a in p._actions if a.dest == "steps")
-    steps.default, steps.help = argparse.SUPPRESS, "most training steps (default: 1500; 800 with --compare)"
+                       steps="1500; 800 with --compare", batch_size=32, lr=2e-3, eval_every=250)
     p.add_argument("--task", choices=["counting", "flipflop", "selective-copy"], default="counting",
                    help="counting programs (section 4.3), flip-flop (4.1) or selective copy (4.2)")
     p.add_argument("--pos", choices=["cope", "abs", "rel", "rope", "none"], default="cope",
                    help="position encoding (without --compare)")
     p.add_argument("--seeds", type=positive_int, default=None,
-                   help="seeds per variant, from --seed on (default: 3 with --compare, else 1)")
+                   help="seeds per variant, from --seed on (None: 3 with --compare, else 1)")
     p.add_argument("--d-model", type=positive_int, default=64, help="model width (paper: 256)")
     p.add_argument("--layers", type=positive_int, default=2, help="layers (paper: 4)")
     p.add_argument("--heads", type=positive_int, default=4, help="attention heads (paper: 4)")
