@@ -292,6 +292,9 @@ def add_translation_args(p, max_len):
     p.add_argument("--test-size", type=positive_int, default=1000, help="held-out sentences")
     p.add_argument("--beam", type=positive_int, default=1,
                    help="beam width for the final held-out decoding (1 = greedy)")
+    p.add_argument("--target", type=float, default=0.99,
+                   help="held-out exact match that counts as solved (teacher forced during training, "
+                        "then checked with the final decoding)")
 
 
 def check_translation_args(args):
@@ -1273,8 +1276,6 @@ def build_parser():
     p.add_argument("--maxout", type=positive_int, default=32, help="maxout units l (paper: 500)")
     p.add_argument("--clip", type=positive_float, default=1.0, help="gradient-norm clip (paper: 1)")
     p.add_argument("--paper-init", action="store_true", help="Appendix B.1 initialisation")
-    p.add_argument("--target", type=float, default=0.99,
-                   help="held-out exact match (teacher forced) at which RNNsearch counts as solved")
     p = add_experiment(subparsers, "memn2n", run_memn2n,
                        "Sukhbaatar et al. 2015: End-To-End Memory Network on bAbI-style stories",
                        steps="--epochs epochs", batch_size=32, lr=0.01, eval_every="one epoch",
@@ -1316,7 +1317,6 @@ def build_parser():
     p.add_argument("--dropout", type=float, default=0.0, help="dropout (paper: 0.1)")
     p.add_argument("--label-smoothing", type=float, default=0.1, help="epsilon_ls (paper: 0.1)")
     p.add_argument("--warmup", type=positive_int, default=100, help="warmup steps of eq. (3) (paper: 4000)")
-    p.add_argument("--target", type=float, default=0.99, help="held-out exact match that counts as solved")
     p = add_experiment(subparsers, "hopfield", run_hopfield,
                        "Ramsauer et al. 2020: Hopfield pooling on bags with rare witnesses (--task mil), "
                        "or the capacity of classical vs modern Hopfield networks (--task retrieval)",
