@@ -572,19 +572,30 @@ def run_memn2n(args):
     if args.target_error is None:  # the table trains until the validation set is all right
         args.target_error = 0.0 if args.compare else 0.03
     plan = [(t, k) for t in (1, 2, 3) for k in (1, 2, 3)] if args.compare else [(args.task, args.hops)]
-    results, curves, shown = [], {}, None
+    finished, curves, shown = [], {}, None
     for task in sorted({t for t, _ in plan}):
         examples, data, vocab = memn2n_data(args, task)
         for _, hops in (p for p in plan if p[0] == task):
             variant = f"task {task}, {hops} hop{'s' if hops > 1 else ''}" if args.compare else "memn2n"
             run, metrics, model = memn2n_train_one(args, task, hops, data, vocab, variant)
             curves[variant] = run["losses"]
-            results.append(result_line(args, "memn2n", f"babi-task{task}", variant, run, metrics, model))
+            finished.append((f"babi-task{task}", variant, run, metrics, model))
             if hops == max(k for _, k in plan) and (task == args.task or shown is None):
                 shown = (model, examples["test"], data["test"], vocab)
     show_memn2n_hops(args, *shown)
     save_loss_curves(args, curves)
-    errors = {(int(r["task"][-1]), r["metrics"]["hops"]): r["metrics"]["test_error"] for r in results}
+    if not args.compare:
+        print_memn2n_table(args, finished)
+    results = [result_line(args, "memn2n", task, variant, run, metrics, model)
+               for task, variant, run, metrics, model in finished]
+    if args.compare:  # the result lines, then the table
+        print_memn2n_table(args, finished)
+    return results
+
+
+def print_memn2n_table(args, finished):
+    """Test error % per task and hops, beside Table 1 of the paper."""
+    errors = {(int(task[-1]), m["hops"]): m["test_error"] for task, _, _, m, _ in finished}
     tasks_run, hops_run = sorted({t for t, _ in errors}), sorted({k for _, k in errors})
     here = "here" if args.data else f"here ({args.train_size / 1000:g}k)"
     headers = ["bAbI task"] + [f"{k} hop{'s' if k > 1 else ''} {who}" for k in hops_run for who in (here, "paper (1k)")]
@@ -592,7 +603,7 @@ def run_memn2n(args):
     print_table(headers, [[f"{t}: {tasks.BABI_TASKS[t]}"] + [cell for k in hops_run
                                                               for cell in (f"{100 * errors[t, k]:.1f}", paper(t, k))]
                           for t in tasks_run])
-    return results
+
 
 # --- Vaswani et al. 2017: transformer.py ------------------------------
 
@@ -670,7 +681,7 @@ def run_hopfield(args):
     print(f"bags of {task.bag_size} instances of width {task.dim}; positive bags hold "
           f"{task.witnesses} witnesses (witness rate {task.witnesses / task.bag_size:.2%}), noise {task.noise}; "
           f"an observer who knows the motif classifies {bayes:.3f} of the held-out bags right (the ceiling)")
-    results, curves, accuracies = [], {}, {}
+    finished, curves, accuracies = [], {}, {}
     for variant, config in configs.items():
         rng, accuracies[variant] = seed_everything(args.seed), []
         model = hf.MILClassifier(config).to(args.device)
@@ -693,10 +704,11 @@ def run_hopfield(args):
         curves[variant] = run["losses"]
         metrics = dict(run["metrics"], final_loss=round(run["losses"][-1], 4),
                        parameters=count_parameters(model), bayes_accuracy=round(bayes, 4))
-        results.append(result_line(args, "hopfield", "mil", variant, run, metrics, model))
+        finished.append((variant, run, metrics, model))
         if variant == "hopfield":
             show_bag_attention(args, model, test)
     save_loss_curves(args, curves)
+    results = [result_line(args, "hopfield", "mil", *done) for done in finished]  # the last lines
     if args.compare:  # also each pooling's accuracy after as many steps as Hopfield pooling took
         budget = len(accuracies["hopfield"])
         print_table(["pooling", "parameters", "steps", "seconds", "test accuracy",
@@ -987,7 +999,7 @@ def run_cope(args):
     print(f"task {args.task}: " + ", ".join(f"{name or 'in distribution'} {len(s)} held-out sequences of "
                                               f"{min(map(len, (x for x, _ in s)))}-{max(map(len, (x for x, _ in s)))} tokens"
                                               for name, s in test_sets.items()))
-    results, curves = [], {}
+    finished, curves = [], {}
     for pos in variants:
         runs = []
         for n in range(seeds):
@@ -1007,8 +1019,9 @@ def run_cope(args):
             per_seed={k: [round(m[k], 4) for _, m in runs] for k in errors})
         run = {"steps": max(r["steps"] for r, _ in runs), "seconds": round(sum(r["seconds"] for r, _ in runs), 2),
                "solved": all(r["solved"] for r, _ in runs)}
-        results.append(result_line(args, "cope", args.task, pos, run, metrics, model))
+        finished.append((pos, run, metrics, model))
     save_loss_curves(args, curves)
+    results = [result_line(args, "cope", args.task, *done) for done in finished]  # the last lines
     if args.compare or seeds > 1:
         print_cope_table(args, results, seeds)
     return results
@@ -1159,7 +1172,7 @@ def run_mta(args):
     variants = ["mta"] + (["standard"] if args.compare else [])  # MTA first: its picture comes early
     if args.baseline:
         variants = ["standard"]
-    results, curves = [], {}
+    finished, curves = [], {}
     for variant in variants:
         runs = []
         for n in range(seeds):
@@ -1176,9 +1189,12 @@ def run_mta(args):
                        parameters=count_parameters(model), final_loss=round(runs[0]["losses"][-1], 4))
         summary = {"steps": max(r["steps"] for r in runs), "seconds": round(sum(r["seconds"] for r in runs), 2),
                    "solved": all(r["solved"] for r in runs), "metrics": metrics}
+        finished.append((variant, summary, model, runs))
+    save_loss_curves(args, curves)
+    results = []
+    for variant, summary, model, runs in finished:  # the result lines come last (then the table)
         results.append(result_line(args, "mta", "letter-blocks", variant, summary, model=model))
         results[-1]["runs"] = runs
-    save_loss_curves(args, curves)
     if args.compare or seeds > 1:
         print_mta_table(args, sorted(results, key=lambda r: r["variant"] == "mta"))
     return results

@@ -18,6 +18,9 @@ def run_train(capsys):
     def run(*argv):
         code = train.main([str(a) for a in argv])
         captured = capsys.readouterr()
+        single = not {"--compare", "--seeds"} & set(map(str, argv))
+        if code == 0 and single:  # the contract: a single run's last line is its result line
+            assert captured.out.strip().splitlines()[-1].startswith("result: ")
         return code, captured.out, captured.err
     return run
 
