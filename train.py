@@ -344,6 +344,7 @@ def report_translation(args, experiment, task, finished):
         results.append(result_line(args, experiment, "toy-translation", variant, run, metrics, model))
     if args.compare:
         print_bucket_table(task, scores_by_variant)
+        print()
         print_table(["variant", "parameters", "steps", "seconds", "exact match"],
                     [[r["variant"], r["metrics"]["parameters"], r["steps"], r["seconds"],
                       f"{r['metrics']['exact_match']:.3f}"] for r in results])
