@@ -613,6 +613,8 @@ def run_transformer(args):
     one head instead of several, at equal size (d_k = d_model, same parameter count)."""
     import transformer as tf
     check_translation_args(args)
+    if not 0 <= args.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
     task, test_pairs = translation_task(args)
     variants = {"transformer": args.heads}
     if args.compare:

@@ -47,6 +47,8 @@ class TransformerConfig:
             raise ValueError("vocab_size, d_model, n_layers, n_heads, d_ff and max_len must be positive")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
 
 # Section 3.2.1, eq. (1): Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V

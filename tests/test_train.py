@@ -19,6 +19,8 @@ SHORT = ["transformer", "--steps", 6, "--eval-every", 3, "--test-size", 20, "--m
     (["transformer", "--device", "tpu"], "unknown device"),
     (["transformer", "--min-len", 9, "--max-len", 5], "--min-len"),
     (["transformer", "--d-model", 10, "--heads", 3], "divisible"),
+    (["transformer", "--dropout", 2], "dropout"),
+    (["transformer", "--label-smoothing", 1], "label-smoothing"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(run_train, argv, complaint):
     code, out, err = run_train(*argv)
