@@ -659,8 +659,11 @@ def run_transformer(args):
 
 def last_cross_attention(model, src, tgt_in):
     """[T, S]: the last decoder layer's encoder-decoder attention, averaged over heads."""
+    cross_attn = model.decoder[-1].cross_attn
+    cross_attn.keep_weights = True   # the written-out eq. (1), which keeps its map
     model(src, tgt_in)
-    return model.decoder[-1].cross_attn.weights[0].mean(0)
+    cross_attn.keep_weights = False
+    return cross_attn.weights[0].mean(0)
 
 
 # --- Ramsauer et al. 2020: hopfield.py --------------------------------

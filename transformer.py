@@ -20,6 +20,9 @@ Paper vs this file:
 - One joint vocabulary for source and target (the paper's shared BPE vocabulary), so the two
   embeddings and the pre-softmax projection share one matrix as in section 3.4.
 - The attention projections have no bias, as the paper's W^Q, W^K, W^V, W^O; the FFN has biases (eq. 2).
+- Each head calls PyTorch's fused `scaled_dot_product_attention`, which computes eq. (1) exactly;
+  `attention` below writes eq. (1) out, runs whenever the attention map is wanted (keep_weights), and
+  a test holds the two equal.
 - Beam search keeps the paper's beam 4 and length penalty alpha 0.6 (section 6.1) as defaults, but
   decodes at most max_len tokens, which train.py sets to the source length + 10 (paper: + 50).
 """
@@ -72,13 +75,18 @@ class MultiHeadAttention(nn.Module):
         self.w_v = nn.Linear(d_model, d_model, bias=False)
         self.w_o = nn.Linear(d_model, d_model, bias=False)
         self.dropout = nn.Dropout(dropout)
-        self.weights = None  # the last attention map [B, h, Tq, Tk], kept for pictures
+        self.keep_weights = False  # True: run `attention` above and keep its map for pictures
+        self.weights = None        # the last attention map [B, h, Tq, Tk] when keep_weights
 
     def forward(self, query, key, value, mask=None):
         B = query.size(0)
         split = lambda x: x.view(B, -1, self.n_heads, self.d_k).transpose(1, 2)  # [B, h, T, d_k]
-        out, weights = attention(split(self.w_q(query)), split(self.w_k(key)), split(self.w_v(value)), mask)
-        self.weights = weights.detach()
+        q, k, v = split(self.w_q(query)), split(self.w_k(key)), split(self.w_v(value))
+        if self.keep_weights:
+            out, weights = attention(q, k, v, mask)
+            self.weights = weights.detach()
+        else:  # the same eq. (1) in PyTorch's fused kernel: faster, and no [Tq, Tk] map kept for backward
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).reshape(B, -1, self.n_heads * self.d_k)  # Concat(head_1, ..., head_h)
         return self.dropout(self.w_o(out))  # section 5.4: dropout on each sub-layer's output
 

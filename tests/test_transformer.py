@@ -27,6 +27,27 @@ def test_attention_equals_pytorch_sdpa(masked):
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 5))
 
 
+def test_fused_and_written_out_attention_agree_in_the_whole_model():
+    """The model runs eq. (1) through PyTorch's fused kernel; `attention` writes it out. Same
+    logits and same gradients, with the padding and causal masks of a real batch."""
+    model = small_model().train()
+    src = torch.cat([torch.randint(3, 20, (3, 6)), torch.full((3, 2), PAD)], dim=1)
+    tgt = torch.randint(3, 20, (3, 7))
+    attentions = [m for m in model.modules() if isinstance(m, tf.MultiHeadAttention)]
+    runs = []
+    for written_out in (False, True):
+        for m in attentions:
+            m.keep_weights = written_out
+        model.zero_grad()
+        logits = model(src, tgt)
+        logits.square().mean().backward()
+        runs.append((logits, [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(runs[0][0], runs[1][0])
+    for fused, written in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(fused, written)
+    assert attentions[-1].weights.shape == (3, 2, 7, 8)  # kept only on the written-out path
+
+
 def test_positional_encoding_matches_the_formula():
     max_len, d_model = 30, 10
     pe = tf.positional_encoding(max_len, d_model)
