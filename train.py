@@ -2,11 +2,17 @@
 
     python train.py transformer            # Vaswani et al. 2017 on toy translation
     python train.py transformer --help     # that experiment's flags
+    torchrun --nproc_per_node=4 train.py transformer    # data parallel: 4 GPUs (or CPU processes)
 
 Sections, top to bottom: helpers (device, errors, output), the shared training loop, the experiments
 (one function per paper, each with its own sub-command), the command line. The data generators live
 in tasks.py. Every run prints a progress line every --eval-every steps, stops early once the held-out
 target is reached ("solved at step N in S s"), and ends with a line `result: {json}`.
+
+Under torchrun every rank trains a replica on batches of its own (--batch-size is per rank) and
+DistributedDataParallel averages the gradients; rank 0 alone prints and writes. --compile and
+--dtype bfloat16 (the default on CUDA) are the other two ways to go faster; single runs on the CPU
+are plain float32 eager PyTorch.
 """
 import argparse
 import json
@@ -17,7 +23,9 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 import tasks
 
@@ -48,9 +56,53 @@ def pick_device(name):
     return name
 
 
+def rank():
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def join_ranks(args):
+    """Under `torchrun --nproc_per_node=N` (WORLD_SIZE > 1): join the process group, nccl with one
+    GPU per rank on CUDA, gloo on the CPU. Ranks > 0 train in step but print nothing."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return
+    if args.device.startswith("cuda"):
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"torchrun: rank {local_rank} has no GPU ({torch.cuda.device_count()} present)")
+        args.device, backend = f"cuda:{local_rank}", "nccl"
+        torch.cuda.set_device(local_rank)
+    elif args.device == "cpu":
+        backend = "gloo"
+    else:
+        raise UsageError(f"torchrun: data-parallel runs need --device cuda or cpu, not {args.device}")
+    dist.init_process_group(backend)
+    if rank() > 0:
+        sys.stdout = open(os.devnull, "w")
+
+
+def mean_over_ranks(value):
+    """A scalar tensor averaged over the ranks (itself when there is one process)."""
+    if dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
+
+
+def rank0_decides(flag, device):
+    """Rank 0's yes or no, on every rank: all ranks must stop training at the same step."""
+    if not dist.is_initialized():
+        return flag
+    flag = torch.tensor([int(flag)], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def seed_everything(seed):
+    """Seed torch (the same on every rank, so all copies of the model start equal) and return the
+    numpy generator of the training batches: under torchrun, rank r > 0 draws a stream of its own."""
     torch.manual_seed(seed)
-    return np.random.default_rng(seed)
+    return np.random.default_rng(seed if rank() == 0 else [seed, rank()])
 
 
 def count_parameters(model):
@@ -59,7 +111,7 @@ def count_parameters(model):
 
 def out_path(args, filename):
     """A path under --out (created on demand), or None when --out is not given."""
-    if not args.out:
+    if not args.out or rank() > 0:  # under torchrun, rank 0 alone writes
         return None
     os.makedirs(args.out, exist_ok=True)
     return os.path.join(args.out, filename)
@@ -154,6 +206,16 @@ def train(model, args, next_batch, loss_fn, evaluate, solved, optimizer=None, lr
     steps, seconds, solved, metrics (the last evaluation) and losses (one per step).
     """
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=args.lr)
+    # the module the training steps run through: compiled (--compile), then one replica per rank
+    # under torchrun, whose gradients DistributedDataParallel averages in backward
+    trained = torch.compile(model) if args.compile else model
+    if dist.is_initialized():
+        device = torch.device(args.device)
+        trained = DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
+    # --dtype bfloat16: matmuls in bf16 under autocast; the model files keep in float32 what the
+    # papers' math needs there (softmax, CoPE's gates and counts), and the weights stay float32
+    mixed_precision = torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16,
+                                     enabled=args.dtype == "bfloat16")
     prefix = f"[{label}] " if label else ""
     losses, metrics, is_solved, start = [], {}, False, time.time()
     step = 0
@@ -161,14 +223,15 @@ def train(model, args, next_batch, loss_fn, evaluate, solved, optimizer=None, lr
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-        model.train()
-        loss = loss_fn(model, next_batch())
+        trained.train()
+        with mixed_precision:
+            loss = loss_fn(trained, next_batch())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(mean_over_ranks(loss.detach()).item())
         if not math.isfinite(losses[-1]):
             print(f"{prefix}step {step}: loss is {losses[-1]}; stopping (try a smaller --lr)")
             break
@@ -181,7 +244,7 @@ def train(model, args, next_batch, loss_fn, evaluate, solved, optimizer=None, lr
             recent = np.mean(losses[-args.eval_every:])
             print(f"{prefix}step {step:>6} | loss {recent:.4f} | {shown} | {time.time() - start:.1f} s",
                   flush=True)
-            if solved(metrics):
+            if rank0_decides(solved(metrics), loss.device):
                 is_solved = True
                 print(f"{prefix}solved at step {step} in {time.time() - start:.1f} s", flush=True)
                 break
@@ -199,6 +262,7 @@ def warmup_cosine(step, peak, warmup, total):
 def result_line(args, experiment, task, variant, run, metrics=None, model=None):
     """Print `result: {json}` and write result.json (and the checkpoint model.pt) under --out."""
     result = {"experiment": experiment, "task": task, "variant": variant, "device": args.device,
+              "dtype": args.dtype, "ranks": dist.get_world_size() if dist.is_initialized() else 1,
               "steps": run["steps"], "seconds": run["seconds"], "solved": run["solved"],
               "metrics": metrics if metrics is not None else run["metrics"]}
     print("result: " + json.dumps(result), flush=True)
@@ -1276,6 +1340,11 @@ def add_experiment(subparsers, name, run, summary, steps, batch_size, lr, eval_e
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or mps")
     p.add_argument("--eval-every", type=positive_int,
                    **default(eval_every, "steps between held-out evaluations and progress lines"))
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="training precision: bfloat16 = autocast (float32 weights); auto = bfloat16 on "
+                        "CUDA, float32 elsewhere")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile(model) (the first steps wait for the compiler)")
     p.add_argument("--out", metavar="DIR", help="write model.pt, result.json and PNG pictures here")
     p.add_argument("--compare", action="store_true",
                    help="also train the paper's baselines at equal size and print a table")
@@ -1429,10 +1498,16 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         args.device = pick_device(args.device)
+        join_ranks(args)
+        if args.dtype == "auto":
+            args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
         args.run(args)
     except UsageError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 
