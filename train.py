@@ -1354,7 +1354,8 @@ def add_experiment(subparsers, name, run, summary, steps, batch_size, lr, eval_e
 
 def build_parser():
     parser = Parser(description="Train one paper's model on its tiny synthetic task.",
-                    epilog="Run 'python train.py NAME --help' for the flags of one experiment.")
+                    epilog="Run 'python train.py NAME --help' for the flags of one experiment. Data "
+                           "parallel: 'torchrun --nproc_per_node=N train.py NAME ...' (--batch-size is per rank).")
     subparsers = parser.add_subparsers(dest="name", metavar="NAME", required=True,
                                        parser_class=Parser)
     p = add_experiment(subparsers, "bahdanau", run_bahdanau,
