@@ -35,7 +35,6 @@ Paper vs this file:
 - Flip-flop (32 instructions, ignore 0.8 / dense 0.1 / sparse 0.98) and selective copy (8 tokens
   among 16 blanks, dense 8, sparse 32) are scaled down; the paper's sizes are larger.
 """
-import math
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +68,21 @@ class CoPEConfig:
             raise ValueError(f"npos_max must be at least 2, got {self.npos_max}")
 
 
+class SuffixSum(torch.autograd.Function):
+    """s_j = sum_{k>=j} x_k along the last axis, as the row total minus the sum before j. Its gradient
+    is the prefix sum of the incoming one (a suffix sum's transpose), written out: autograd's
+    derivative of the same expression takes a flip, a cumsum, a flip, a negation and two additions
+    over [T, T] where one cumsum does."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.cumsum(-1).neg_().add_(x.sum(-1, keepdim=True)).add_(x)  # in place: one [T, T] tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.cumsum(-1)
+
+
 class CoPE(nn.Module):
     """Contextual position logits for one layer (section 3); the table is shared by its heads,
     as in the authors' code, and zero-initialised, so training starts without position logits."""
@@ -79,27 +93,31 @@ class CoPE(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(1, head_dim, npos_max))  # e[0..npos_max-1] as columns
 
     def gates(self, attn_logits):
-        # g_ij = sigmoid(q_i . k_j); a masked (future) logit is -inf, so its gate is exactly 0
-        return torch.sigmoid(attn_logits)
+        # g_ij = sigmoid(q_i . k_j); a masked (future) logit is -inf, so its gate is exactly 0.
+        # float32 even under bf16 autocast: the positions add up hundreds of gates (see positions)
+        return torch.sigmoid(attn_logits.float())
 
     def positions(self, gates):
-        """p_ij = sum_{k=j..i} g_ik: a cumulative sum along the keys taken from the right
-        (masked gates are 0, so summing to the end of the row is summing to i), clamped to p_max."""
-        from_right = gates.sum(-1, keepdim=True) - gates.cumsum(-1) + gates  # no flips, no copies
-        return from_right.clamp(0, self.npos_max - 1)   # min 0: rounding may leave -1e-7 on masked keys
+        """p_ij = sum_{k=j..i} g_ik: a sum from the right along the keys (masked gates are 0, so
+        summing to the end of the row is summing to i), clamped to p_max. float32, because a bf16
+        sum of hundreds of gates loses their integer part."""
+        return SuffixSum.apply(gates.float()).clamp(0, self.npos_max - 1)  # min 0: rounding noise
 
     def interpolate(self, query, positions):
-        """q_i . e[p_ij] for fractional p (section 3), in the paper's cheap order: the logits of
-        every integer position in one matmul, then a gather at floor and ceil. Never [T, T, d]."""
+        """q_i . e[p_ij] for fractional p (section 3), in the cheapest order: the logits l[n] = q_i . e[n]
+        of every integer position in one matmul, [.., T, npos], then one gather per pair; never
+        [T, T, d]. The interpolation l[f] + (p - f) (l[f + 1] - l[f]), f = floor p, is regrouped as
+        (l[f] - f s[f]) + p s[f] with the slope s[n] = l[n + 1] - l[n], so that one index f serves
+        both gathers and p enters linearly (its gradient is s[f], as for the lerp)."""
         T = positions.shape[-1]
         npos = min(self.npos_max, T + 1)      # p_ij <= i - j + 1 <= T: larger rows are never read
-        logits_int = torch.matmul(query, self.pos_emb[..., :npos])   # [.., T, npos]
-        positions = positions.expand(*logits_int.shape[:-1], T)      # rel passes one [T, T] for all
-        floor = positions.detach().floor()
-        ceil_weight = positions - floor                              # differentiable in p
-        floor = floor.long()
-        ceil = (floor + 1).clamp(max=npos - 1)   # = ceil(p) where ceil_weight > 0; unused elsewhere
-        return torch.lerp(logits_int.gather(-1, floor), logits_int.gather(-1, ceil), ceil_weight)
+        # float32: in bf16, l[n] - n s[n] (n up to npos_max) would cancel away the fraction
+        logits_int = torch.matmul(query, self.pos_emb[..., :npos]).float()      # [.., T, npos]
+        slope = F.pad(logits_int.diff(dim=-1), (0, 1))   # s[top] = 0: p clamped at the top reads l[top]
+        offset = logits_int - torch.arange(npos, device=query.device) * slope  # l[n] - n s[n]
+        floor = positions.detach().long()                # p >= 0, so truncation is the floor
+        floor = floor.expand(*logits_int.shape[:-1], T)  # rel passes one [T, T] for all; a view
+        return (positions * slope.gather(-1, floor)).add_(offset.gather(-1, floor))
 
     def forward(self, query, attn_logits):
         """query [.., T, head_dim], masked attention logits [.., T, T] -> position logits [.., T, T]."""
@@ -144,16 +162,18 @@ class CausalSelfAttention(nn.Module):
         if self.pos == "rope":
             q, k = rope_rotate(q, self.rope_base), rope_rotate(k, self.rope_base)
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        logits = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)       # [B, H, T, T]
-        logits = logits.masked_fill(~causal, float("-inf"))
+        logits = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)   # q.k / sqrt(d), scaling T d, not T^2
+        logits = logits.masked_fill_(~causal, float("-inf"))             # [B, H, T, T], in place
         if self.pos == "cope":
             gates = self.cope.gates(logits)
-            logits = logits + self.cope.interpolate(q, self.cope.positions(gates))
+            # added in place to the (float32) position logits; sigmoid kept its output, not its input
+            logits = self.cope.interpolate(q, self.cope.positions(gates)).add_(logits)
             if self.record:
                 self.last_gates = gates.detach()
         elif self.pos == "rel":
-            logits = logits + self.cope.interpolate(q, relative_positions(T, self.cope.npos_max, x.device))
-        attention = F.softmax(logits, dim=-1)
+            relative = relative_positions(T, self.cope.npos_max, x.device)
+            logits = self.cope.interpolate(q, relative).add_(logits)
+        attention = F.softmax(logits.float(), dim=-1)   # float32 under autocast too
         if self.record:
             self.last_attention = attention.detach()
         out = self.dropout(attention) @ v                                   # [B, H, T, head_dim]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import tasks
 from conftest import check_result, result_lines
-from cope import (POSITION_ENCODINGS, CausalSelfAttention, CoPE, CoPEConfig, CoPETransformer,
+from cope import (POSITION_ENCODINGS, CausalSelfAttention, CoPE, CoPEConfig, CoPETransformer, SuffixSum,
                   relative_positions, rope_rotate)
 
 T, D, NPOS = 7, 8, 10
@@ -99,6 +99,34 @@ def test_position_logits_are_differentiable_in_the_gates():
     assert logits.grad[:, torch.ones(T, T, dtype=torch.bool).tril()].abs().sum() > 0
 
 
+def test_written_out_gradients_match_autograd_of_the_plain_formulas():
+    """The suffix sum's hand-written backward, and the regrouped interpolation against the lerp
+    between floor and ceil (values and gradients), integer positions and the clamped top included."""
+    x = torch.rand(2, 3, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(SuffixSum.apply, (x,))
+    assert torch.allclose(SuffixSum.apply(x), x.flip(-1).cumsum(-1).flip(-1))
+    cope, top = random_cope(), min(NPOS - 1, T)           # p <= i - j + 1 <= T
+    query = torch.randn(2, T, D, requires_grad=True)
+    positions = torch.rand(2, T, T) * top
+    positions[:, 0] = torch.arange(T).float()             # integers
+    positions[:, 1] = top                                 # the top
+    positions.requires_grad_(True)
+    weight = torch.randn(2, T, T)
+
+    def lerp_form():
+        logits_int = query @ cope.pos_emb[..., :top + 1]
+        floor = positions.detach().floor()
+        ceil = (floor + 1).clamp(max=top).long()
+        return torch.lerp(logits_int.gather(-1, floor.long()), logits_int.gather(-1, ceil), positions - floor)
+
+    inputs = (query, positions, cope.pos_emb)
+    expected, got = lerp_form(), cope.interpolate(query, positions)
+    assert torch.allclose(got, expected, atol=1e-5)
+    for a, b in zip(torch.autograd.grad((got * weight).sum(), inputs),
+                    torch.autograd.grad((expected * weight).sum(), inputs)):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
 def test_rope_preserves_norms_and_depends_only_on_offsets():
     x = torch.randn(12, D)
     assert torch.allclose(rope_rotate(x).norm(dim=-1), x.norm(dim=-1), atol=1e-5)
@@ -125,6 +153,38 @@ def test_attention_layer_with_cope_uses_the_cope_module():
     weights = F.softmax(logits + attention.cope(q, logits), dim=-1)
     expected = attention.proj((weights @ v).transpose(1, 2).reshape(2, 5, 16))
     assert torch.allclose(attention(x), expected, atol=1e-5)
+
+
+def test_gates_and_positions_stay_float32_under_bf16_autocast():
+    """A bf16 sum of ~150 gates keeps 8 significant bits: positions would be off by up to 0.5."""
+    cope = random_cope(npos=400)
+    query, logits = masked_logits(T=300, batch=1)
+    logits = logits.bfloat16()
+    exact = cope.positions(cope.gates(logits.float()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gates = cope.gates(logits)
+        positions = cope.positions(gates)
+        position_logits = cope(query.bfloat16(), logits)
+    assert gates.dtype == positions.dtype == position_logits.dtype == torch.float32
+    assert torch.allclose(positions, exact, atol=1e-4)
+    in_bf16 = torch.sigmoid(logits).flip(-1).cumsum(-1).flip(-1).float()   # what float32 avoids
+    assert (in_bf16 - exact).abs().max() > 0.1
+
+
+def test_model_trains_under_bf16_autocast_with_float32_gates():
+    torch.manual_seed(0)
+    model = CoPETransformer(CoPEConfig(vocab_size=20, block_size=64, d_model=16, n_head=2, npos_max=16))
+    for block in model.blocks:
+        torch.nn.init.normal_(block.attn.cope.pos_emb)
+    model.record(True)
+    idx = torch.randint(3, 20, (2, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(idx)
+    F.cross_entropy(logits.float().flatten(0, 1), idx.flatten()).backward()
+    assert torch.isfinite(logits.float()).all() and model.gates().dtype == torch.float32
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert all(block.attn.cope.pos_emb.grad.abs().sum() > 0 for block in model.blocks)
 
 
 @pytest.mark.parametrize("pos", POSITION_ENCODINGS)
