@@ -105,6 +105,20 @@ def test_random_kernels_keep_the_layer_causal(kq_conv, head_mix, head_norm):
         assert not torch.allclose(before[:, t + 1], after[:, t + 1])
 
 
+def test_layer_under_bf16_autocast_is_finite_and_close_to_float32():
+    torch.manual_seed(0)
+    layer = mta.MultiTokenAttention(small_config(head_mix="pre", head_norm="gate"))
+    randomise_mta_parameters(layer)
+    x = torch.randn(2, 24, 16)
+    expected = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    assert torch.allclose(out.float(), expected, atol=0.05 * expected.abs().max().item())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
 def slow_solver(src):
     """Find the answer by brute force over the blocks, independently of the generator."""
     text, query = src.split("#")
