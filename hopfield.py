@@ -70,15 +70,24 @@ class HopfieldConfig:
 # Section 2: the continuous modern Hopfield network. Batch-first: X [N, d] stored, xi [B, d] states.
 # ---------------------------------------------------------------------------------------------
 
+def at_least_float32(t):
+    """bf16 / fp16 -> float32; float32 and float64 unchanged."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def lse(beta, z):
     """log-sum-exp at inverse temperature beta over the last axis: beta^-1 log sum_l exp(beta z_l)."""
-    return torch.logsumexp(beta * z, dim=-1) / beta
+    return torch.logsumexp(beta * at_least_float32(z), dim=-1) / beta
 
 
 def energy(xi, X, beta):
-    """E(xi) = -lse(beta, X^T xi) + 1/2 xi^T xi + beta^-1 log N + 1/2 M^2 (section 2); returns [B]."""
-    N, M = X.shape[0], X.norm(dim=-1).max()
-    return -lse(beta, xi @ X.T) + 0.5 * (xi * xi).sum(-1) + math.log(N) / beta + 0.5 * M ** 2
+    """E(xi) = -lse(beta, X^T xi) + 1/2 xi^T xi + beta^-1 log N + 1/2 M^2 (section 2); returns [B].
+    In float32 at least, autocast or not: E is a small difference of terms of size d, which bf16
+    (8 significant bits) would round away."""
+    with torch.autocast(xi.device.type, enabled=False):
+        xi, X = at_least_float32(xi), at_least_float32(X)
+        N, M = X.shape[0], X.norm(dim=-1).max()
+        return -lse(beta, xi @ X.T) + 0.5 * (xi * xi).sum(-1) + math.log(N) / beta + 0.5 * M ** 2
 
 
 def update(xi, X, beta):
@@ -173,7 +182,7 @@ class Hopfield(nn.Module):
             logits = self.beta * q @ k.transpose(-1, -2)                   # [B, H, S, N]
             if padding is not None:
                 logits = logits.masked_fill(padding[:, None, None, :], float("-inf"))
-            attention = torch.softmax(logits, dim=-1)
+            attention = torch.softmax(logits.float(), dim=-1)              # float32 under autocast too
             q = attention @ k                                              # the update, in the K space
         Z = (attention @ v).transpose(1, 2).reshape(R.shape[0], R.shape[1], -1)
         return self.W_O(Z), attention

@@ -49,6 +49,31 @@ def test_energy_matches_its_formula_and_never_rises_along_updates():
     assert (steps < 5000).all() and torch.allclose(hf.update(fixed, X, beta), fixed, atol=1e-8)
 
 
+def test_energy_is_float32_under_bf16_autocast():
+    X = random_signs(64, 32)                  # +-1 and 0 are exact in bf16: only the arithmetic differs
+    xi = masked(X[:8])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e = hf.energy(xi.bfloat16(), X.bfloat16(), 1.0)
+    assert e.dtype == torch.float32
+    assert torch.allclose(e, hf.energy(xi, X, 1.0), rtol=1e-6, atol=1e-5)
+    in_bf16 = (-torch.logsumexp(xi.bfloat16() @ X.bfloat16().T, -1) + 0.5 * (xi.bfloat16() ** 2).sum(-1)
+               + np.log(64) + 0.5 * 32)         # the same formula in bf16 (M^2 = d for sign patterns)
+    assert (in_bf16.float() - e).abs().max() > 1e-3
+
+
+def test_hopfield_layer_under_bf16_autocast_is_finite_with_float32_association():
+    torch.manual_seed(0)
+    layer = hf.Hopfield(hf.HopfieldConfig(d_model=16, n_heads=2, update_steps=2))
+    R, Y = torch.randn(3, 5, 16), torch.randn(3, 40, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        Z, association = layer(R, Y)
+    Z.float().sum().backward()
+    assert association.dtype == torch.float32
+    assert torch.allclose(association.sum(-1), torch.ones(3, 2, 5), atol=1e-6)
+    assert torch.isfinite(Z.float()).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
 def test_separated_pattern_is_retrieved_in_one_step_from_a_noisy_query():
     X = random_signs(200, 64)
     query = X[:10] + 0.5 * torch.randn(10, 64)
