@@ -1,0 +1,452 @@
+"""Speed and memory of each paper's attention, side by side, in one process on the same inputs.
+
+    python bench.py                  # CPU: under 3 minutes on 2 cores; CUDA when there is one
+    python bench.py --quick          # smaller sizes and fewer runs: a first look in seconds
+    python bench.py --device cuda --sizes 128 512 2048 8192
+
+It prints Markdown tables (progress goes to stderr). Every time is a median of timed runs (3 to
+--repeats, as many as --seconds-per-cell allows) after a warm-up run; the things compared at one size
+run in turns, round robin, so that a drift of the machine hits them alike; on CUDA every run is
+synchronised. Memory comes from an untimed run: the warm-up itself on a CPU, the run after it on
+CUDA. Shared sizes: batch 2, 4 heads of width 16 (d_model 64), the models' own scale.
+
+1. Attention cost per paper. Forward + backward of each file's attention block on the same input
+   x [B, T, 64], as a ratio to torch's fused scaled_dot_product_attention (SDPA) at equal batch,
+   heads, head width and T. Every block, the SDPA reference included, has its own input and output
+   projections, so the ratio is block against block. The reference is causal for the causal blocks
+   (CoPE, MTA and their baselines) and unmasked for the rest. Memory column: on CUDA the peak
+   allocated during forward + backward above what was allocated before; on a CPU, which has no
+   peak counter, the bytes of the distinct tensors that the forward saves for backward (the
+   activation memory of training; parameters not counted).
+2. transformer.py against torch.nn.Transformer: one training step (forward, label-smoothed loss,
+   backward, Adam) of the same model, same sizes, batch and masks; ratio ours / torch's.
+3. How cost grows with T for CoPE, MTA and their baselines: the least-squares slope of log(time)
+   and log(memory) against log(T). 2 means quadratic.
+
+How to read it: a ratio of 3.0x means three times the time (or memory) of the reference at that T.
+CoPE and MTA are also compared with the plain attention of their own files (the same class and
+math without their extra step): cope.py with pos="none" and mta.py with mta=False. "-" means not
+run; a note at the end says why (over the memory budget, --max-gb, or out of memory).
+"""
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import bahdanau
+import cope
+import hopfield
+import mta
+import transformer
+
+B, HEADS, HEAD_DIM = 2, 4, 16
+D = HEADS * HEAD_DIM
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------
+# The blocks, each on its own input x [B, T, 64], made once
+# ---------------------------------------------------------------------------------------------
+
+class SDPABlock(nn.Module):
+    """The reference: input projection, torch's fused attention, output projection."""
+
+    def __init__(self, causal):
+        super().__init__()
+        self.qkv, self.proj, self.causal = nn.Linear(D, 3 * D), nn.Linear(D, D), causal
+
+    def forward(self, x):
+        T = x.shape[1]
+        q, k, v = self.qkv(x).view(B, T, 3, HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+def bahdanau_steps(attention, s, annotations, mask):
+    """The decoder's way: T steps, each scoring one state s_{i-1} against all T annotations, with the
+    keys U_a h_j computed once per sentence (A.1.2). The steps of the real decoder are sequential
+    (s_i needs c_i), so they cannot be batched; here the states are given, as in teacher forcing."""
+    keys = attention.U_a(annotations)
+    return torch.stack([attention(s_i, annotations, mask, keys)[0] for s_i in s.unbind(1)], 1)
+
+
+def build_block(name, T, device):
+    """-> (forward() -> output, the modules, the input x [B, T, 64])"""
+    x = torch.randn(B, T, D, device=device, requires_grad=True)
+    if name == "sdpa":
+        m = SDPABlock(causal=False)
+        return (lambda: m(x)), [m], x
+    if name == "sdpa-causal":
+        m = SDPABlock(causal=True)
+        return (lambda: m(x)), [m], x
+    if name == "transformer":
+        m = transformer.MultiHeadAttention(D, HEADS, dropout=0.0)
+        return (lambda: m(x, x, x)), [m], x
+    if name == "hopfield":
+        m = hopfield.Hopfield(hopfield.HopfieldConfig(d_model=D, n_heads=HEADS))
+        return (lambda: m(x, x)[0]), [m], x
+    if name == "bahdanau":
+        m = bahdanau.AdditiveAttention(D, D, D)     # state, annotations, n': all 64 wide, one head
+        annotations = torch.randn(B, T, D, device=device, requires_grad=True)
+        mask = torch.ones(B, T, dtype=torch.bool, device=device)
+        return (lambda: bahdanau_steps(m, x, annotations, mask)), [m], x
+    if name in ("cope-none", "cope"):
+        config = cope.CoPEConfig(d_model=D, n_head=HEADS, pos=name[5:] or "cope", block_size=T)
+        m = cope.CausalSelfAttention(config)
+        if m.cope is not None:
+            nn.init.normal_(m.cope.pos_emb, std=0.02)   # a trained-looking table, not the zero init
+        return (lambda: m(x)), [m], x
+    if name in ("mta-none", "mta"):
+        config = mta.MTAConfig(d_model=D, n_heads=HEADS, max_len=T, mta=name == "mta")
+        m = mta.MultiTokenAttention(config)
+        return (lambda: m(x)), [m], x
+    raise ValueError(name)
+
+
+BLOCKS = {  # name: (row label, reference, [B, H, T, T]-sized maps alive at the peak, roughly)
+    "sdpa": ("SDPA, unmasked (reference for the next three)", None, 1),
+    "transformer": ("transformer.py MultiHeadAttention, self-attention, no mask", "sdpa", 8),
+    "hopfield": ("hopfield.py Hopfield, self-attention R = Y = x, one update", "sdpa", 8),
+    "bahdanau": ("bahdanau.py AdditiveAttention, T decoder steps, n = n' = 64", "sdpa", 3 * HEAD_DIM),
+    "sdpa-causal": ("SDPA, causal (reference for the rest)", None, 1),
+    "cope-none": ("cope.py pos=none: CoPE's baseline", "sdpa-causal", 8),
+    "cope": ("cope.py CoPE", "sdpa-causal", 24),
+    "mta-none": ("mta.py mta=False: MTA's baseline", "sdpa-causal", 8),
+    "mta": ("mta.py MTA, key-query conv c_q=2, c_k=9", "sdpa-causal", 16),
+}
+SCALING = ["cope-none", "cope", "mta-none", "mta"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+def saved_bytes(forward, modules):
+    """Run forward under a saved-tensor hook: bytes of the distinct storages kept for backward."""
+    params = {p.untyped_storage().data_ptr() for m in modules for p in m.parameters()}
+    seen = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    return out, sum(seen.values())
+
+
+def fwd_bwd(forward, modules, x, args, measure_memory=False):
+    """One forward + backward; returns bytes (see the module docstring) when measure_memory."""
+    for m in modules:
+        m.zero_grad(set_to_none=True)
+    x.grad = None
+    memory = None
+    if measure_memory and args.device.type == "cuda":
+        sync(args.device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        if measure_memory and args.device.type == "cpu":
+            out, memory = saved_bytes(forward, modules)
+        else:
+            out = forward()
+    out.float().sum().backward()
+    if measure_memory and args.device.type == "cuda":
+        sync(args.device)
+        memory = torch.cuda.max_memory_allocated() - before
+    return memory
+
+
+def time_in_turns(steps, args):
+    """steps {name: (step, seconds of its warm-up)} -> {name: median seconds}. The steps run in turns
+    (round robin), so that a drift of the machine hits them alike and their ratios stay fair; as many
+    rounds as fit in --seconds-per-cell per step, at least 3, at most --repeats."""
+    one_round = sum(first for _, first in steps.values())
+    repeats = max(3, min(args.repeats, int(args.seconds_per_cell * len(steps) / max(one_round, 1e-6))))
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, (step, _) in steps.items():
+            sync(args.device)
+            start = time.perf_counter()
+            step()
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def too_big(maps, T, args):
+    """Estimated bytes of the largest moment, against the budget; None if it fits."""
+    need = maps * B * HEADS * T * T * 4
+    return None if need <= args.max_bytes else need
+
+
+def measure_size(T, names, args, results, notes):
+    """Every block of `names` at this T: memory from an untimed run, then the timed runs in turns."""
+    log(f"[bench] T={T}: {', '.join(names)}")
+    runs = {}
+    for name in names:
+        need = too_big(BLOCKS[name][2], T, args)
+        if need is not None:
+            results[name, T] = None
+            notes.add(f"T={T}: {name} skipped, it needs about {need / 2**30:.0f} GiB "
+                      f"(budget {args.max_bytes / 2**30:.0f} GiB, --max-gb)")
+            continue
+        torch.manual_seed(0)
+        forward, modules, x = build_block(name, T, args.device)
+        for m in modules:
+            m.to(args.device).train()
+        run = lambda forward=forward, modules=modules, x=x: fwd_bwd(forward, modules, x, args)
+        try:
+            start = time.perf_counter()
+            if args.device.type == "cuda":   # a first run allocates workspaces that are not the block's
+                run()
+            memory = fwd_bwd(forward, modules, x, args, measure_memory=True)   # the CPU's warm-up
+            sync(args.device)
+        except torch.OutOfMemoryError:
+            results[name, T] = None
+            notes.add(f"T={T}: {name} ran out of memory")
+            torch.cuda.empty_cache()
+            continue
+        runs[name] = (run, memory, (time.perf_counter() - start) / (2 if args.device.type == "cuda" else 1))
+    medians = time_in_turns({name: (run, first) for name, (run, _, first) in runs.items()}, args)
+    for name, (_, memory, _) in runs.items():
+        results[name, T] = (medians[name], memory)
+        log(f"[bench] attention {name:12s} T={T:5d}  {results[name, T][0] * 1e3:9.2f} ms  "
+            f"{memory / 2**20:9.1f} MiB")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. transformer.py against torch.nn.Transformer
+# ---------------------------------------------------------------------------------------------
+
+class TorchTransformer(nn.Module):
+    """transformer.py's model around torch.nn.Transformer: the same shared embedding x sqrt(d_model)
+    plus sinusoids, post-norm layers with ReLU FFNs and no final LayerNorm, the tied output."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.embedding = nn.Embedding(c.vocab_size, c.d_model)
+        self.register_buffer("pe", transformer.positional_encoding(c.max_len, c.d_model), persistent=False)
+        encoder_layer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, batch_first=True)
+        decoder_layer = nn.TransformerDecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, batch_first=True)
+        self.core = nn.Transformer(
+            c.d_model, c.n_heads, batch_first=True,
+            custom_encoder=nn.TransformerEncoder(encoder_layer, c.n_layers, enable_nested_tensor=False),
+            custom_decoder=nn.TransformerDecoder(decoder_layer, c.n_layers))
+
+    def forward(self, src, tgt_in):
+        embed = lambda t: self.embedding(t) * math.sqrt(self.c.d_model) + self.pe[: t.size(1)]
+        T = tgt_in.size(1)
+        future = torch.ones(T, T, dtype=torch.bool, device=src.device).triu(1)   # True = masked
+        src_pad, tgt_pad = src == self.c.pad_id, tgt_in == self.c.pad_id
+        y = self.core(embed(src), embed(tgt_in), tgt_mask=future, src_key_padding_mask=src_pad,
+                      tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True)
+        return y @ self.embedding.weight.T
+
+
+def padded_batch(batch, T, vocab, device, generator):
+    """Random sentences of 4..T tokens, PAD (0) after their end."""
+    tokens = torch.randint(3, vocab, (batch, T), generator=generator)
+    lengths = torch.randint(4, T + 1, (batch,), generator=generator)
+    tokens[torch.arange(T)[None, :] >= lengths[:, None]] = 0
+    return tokens.to(device)
+
+
+def transformer_step(batch, T, args):
+    """-> (seconds ours, seconds torch's, parameters ours, parameters torch's)"""
+    config = transformer.TransformerConfig(vocab_size=149, max_len=max(512, T))   # file defaults
+    g = torch.Generator().manual_seed(0)
+    src, tgt = padded_batch(batch, T, 149, args.device, g), padded_batch(batch, T + 1, 149, args.device, g)
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+    steps = {}
+    for name, model in (("ours", transformer.Transformer(config)), ("torch", TorchTransformer(config))):
+        model.to(args.device).train()
+        optimizer = transformer.make_optimizer(model, lr=1e-4)
+
+        def step(model=model, optimizer=optimizer):
+            with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(src, tgt_in)
+            loss = transformer.label_smoothed_loss(logits.float(), tgt_out, 0.1, config.pad_id)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        start = time.perf_counter()
+        step()
+        sync(args.device)
+        steps[name] = (step, time.perf_counter() - start)
+    medians = time_in_turns(steps, args)
+    out = [medians["ours"], medians["torch"]]
+    log(f"[bench] transformer step B={batch} T={T}: ours {out[0] * 1e3:.1f} ms, torch {out[1] * 1e3:.1f} ms")
+    sizes = [sum(p.numel() for p in m.parameters())
+             for m in (transformer.Transformer(config), TorchTransformer(config))]
+    return out[0], out[1], *sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+def slope(ts, values):
+    """Least-squares slope of log(value) against log(T)."""
+    xs, ys = [math.log(t) for t in ts], [math.log(v) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def ms(seconds):
+    return f"{seconds * 1e3:.3g}" if seconds * 1e3 < 100 else f"{seconds * 1e3:.0f}"
+
+
+def mib(nbytes):
+    return f"{nbytes / 2**20:.3g}" if nbytes < 100 * 2**20 else f"{nbytes / 2**20:.0f}"
+
+
+def cell(results, name, T, index, fmt, versus):
+    value, ref = results.get((name, T)), results.get((versus, T))
+    if value is None:
+        return "-"
+    text = fmt(value[index])
+    if ref is not None and versus != name:
+        text += f" ({value[index] / ref[index]:.1f}x)"
+    return text
+
+
+def hardware(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return names[0] if names else platform.processor()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where to run: auto = cuda if available, else cpu (default auto)")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller sizes (T up to 512), fewer repeats: a first look in seconds")
+    p.add_argument("--sizes", type=int, nargs="+", metavar="T",
+                   help="sequence lengths of table 1 (default 128 512 2048; --quick: 64 128 512)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own choice, one per core)")
+    p.add_argument("--repeats", type=int, default=25,
+                   help="most timed runs per figure after the warm-up; slow ones get fewer, never under "
+                        "3 (default 25)")
+    p.add_argument("--seconds-per-cell", type=float, default=2.0,
+                   help="rough time to spend timing one figure; sets the number of repeats (default 2)")
+    p.add_argument("--max-gb", type=float, default=None,
+                   help="skip a block whose estimated memory exceeds this (default: half the RAM on a "
+                        "CPU, 80%% of the free GPU memory on CUDA)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="float32, or bf16 autocast as in training on CUDA (auto: bf16 on CUDA, float32 "
+                        "on CPU)")
+    args = p.parse_args(argv)
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    args.device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and args.device.type == "cuda")
+    if args.max_gb is not None:
+        args.max_bytes = args.max_gb * 2**30
+    elif args.device.type == "cuda":
+        args.max_bytes = 0.8 * torch.cuda.mem_get_info()[0]
+    else:
+        args.max_bytes = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if args.sizes and min(args.sizes) < 2:
+        p.error("--sizes: every T must be at least 2")
+    sizes = sorted(set(args.sizes or ([64, 128, 512] if args.quick else [128, 512, 2048])))
+    scaling = sorted(set(sizes) | {sizes[0] * 2 ** k for k in range(10) if sizes[0] * 2 ** k <= max(sizes)})
+    if args.quick:
+        args.repeats, args.seconds_per_cell = min(args.repeats, 5), min(args.seconds_per_cell, 0.3)
+    steps = [(32, 40)] if args.quick else [(32, 40), (32, 256)]
+
+    started = time.perf_counter()
+    results, notes = {}, set()
+    for T in scaling:
+        measure_size(T, [name for name in BLOCKS if T in sizes or name in SCALING], args, results, notes)
+    step_rows = [(batch, T, *transformer_step(batch, T, args)) for batch, T in steps]
+
+    dtype = "bf16 autocast" if args.bf16 else "float32"
+    memory_kind = ("peak allocated during forward + backward" if args.device.type == "cuda"
+                   else "bytes saved for backward")
+    print(f"### Attention cost per paper: {hardware(args.device)} ({args.device.type}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype}\n")
+    print(f"Forward + backward of one attention block on x [{B}, T, {D}]: batch {B}, {HEADS} heads of "
+          f"width {HEAD_DIM}. Median ms, and in brackets the ratio to the SDPA reference at the same T.\n")
+    header = "| block | " + " | ".join(f"T={T}" for T in sizes) + " |"
+    rule = "|---|" + "---:|" * len(sizes)
+    print(header + "\n" + rule)
+    for name, (label, ref, _) in BLOCKS.items():
+        print(f"| {label} | " + " | ".join(cell(results, name, T, 0, ms, ref or name) for T in sizes) + " |")
+    print(f"\nMemory, MiB ({memory_kind}), ratio to the SDPA reference in brackets:\n")
+    print(header + "\n" + rule)
+    for name, (label, ref, _) in BLOCKS.items():
+        print(f"| {label} | " + " | ".join(cell(results, name, T, 1, mib, ref or name) for T in sizes) + " |")
+
+    print("\n### Targets\n")
+    print("| target | measured | met |\n|---|---|---|")
+    for name, base, limit, what in (("cope", "cope-none", 1.5, "CoPE <= 1.5x cope.py pos=none"),
+                                    ("mta", "mta-none", 2.0, "MTA <= 2x mta.py mta=False")):
+        ratios = {T: results[name, T][0] / results[base, T][0] for T in sizes
+                  if results.get((name, T)) and results.get((base, T))}
+        met = ("yes" if max(ratios.values()) <= limit else "no") if ratios else "-"
+        print(f"| {what}, time | " + ", ".join(f"{r:.2f}x at T={T}" for T, r in ratios.items()) + f" | {met} |")
+    ratios = {T: ours / theirs for _, T, ours, theirs, _, _ in step_rows}
+    print("| transformer.py training step <= 1.0x torch.nn.Transformer | "
+          + ", ".join(f"{r:.2f}x at T={T}" for T, r in ratios.items())
+          + f" | {'yes' if max(ratios.values()) <= 1.0 else 'no'} |")
+
+    print("\n### transformer.py against torch.nn.Transformer: one training step\n")
+    print("d_model 64, 2 + 2 layers, 4 heads, d_ff 256, dropout 0, vocabulary 149, padded random sentences of "
+          "4..T tokens; forward, label-smoothed loss, backward, Adam. torch's attention projections have "
+          "biases (the paper's have none), hence its extra parameters.\n")
+    print("| batch | T | transformer.py ms | nn.Transformer ms | ratio | parameters (ours / torch's) |\n"
+          "|---:|---:|---:|---:|---:|---|")
+    for batch, T, ours, theirs, n_ours, n_theirs in step_rows:
+        print(f"| {batch} | {T} | {ms(ours)} | {ms(theirs)} | {ours / theirs:.2f}x | {n_ours:,} / {n_theirs:,} |")
+
+    print("\n### How cost grows with T\n")
+    print("Least-squares slope of log(cost) against log(T) (2 = quadratic): over all the sizes shown, and "
+          "over the largest three, where fixed costs per call no longer hide the growth.\n")
+    print("| block | cost | " + " | ".join(f"T={T}" for T in scaling) + " | exponent | largest 3 |\n|---|---|"
+          + "---:|" * len(scaling) + "---:|---:|")
+    for name in SCALING:
+        for index, what, fmt in ((0, "time, ms", ms), (1, "memory, MiB", mib)):
+            points = [(T, results[name, T][index]) for T in scaling if results.get((name, T))]
+            exponents = [f"{slope(*zip(*p)):.2f}" if len(p) >= 2 else "-" for p in (points, points[-3:])]
+            print(f"| {BLOCKS[name][0]} | {what} | "
+                  + " | ".join(cell(results, name, T, index, fmt, name) for T in scaling)
+                  + f" | {exponents[0]} | {exponents[1]} |")
+    for note in sorted(notes):
+        print(f"\n- {note}")
+    print(f"\n`python bench.py{' --quick' if args.quick else ''}` took {time.perf_counter() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
