@@ -369,8 +369,6 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     args.device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     args.bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and args.device.type == "cuda")
     if args.max_gb is not None:
         args.max_bytes = args.max_gb * 2**30
@@ -380,6 +378,12 @@ def main(argv=None):
         args.max_bytes = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if args.sizes and min(args.sizes) < 2:
         p.error("--sizes: every T must be at least 2")
+    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats),
+                        ("--seconds-per-cell", args.seconds_per_cell), ("--max-gb", args.max_gb)):
+        if value is not None and value <= 0:
+            p.error(f"{flag} must be positive, got {value}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = sorted(set(args.sizes or ([64, 128, 512] if args.quick else [128, 512, 2048])))
     scaling = sorted(set(sizes) | {sizes[0] * 2 ** k for k in range(10) if sizes[0] * 2 ** k <= max(sizes)})
     if args.quick:
