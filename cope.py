@@ -20,7 +20,7 @@ Paper vs this file:
 - Logit order follows the paper's code snippet: gates are sigmoid of the scaled, masked attention
   logits and the (unscaled) position logits are added to them. The authors' repository instead
   takes sigmoid(q.k / sqrt(d)), adds q.e[p] to the raw q.k and divides the sum by sqrt(d).
-- npos_max is a setting (default 64, train.py's --npos-max); the authors' code uses block size + 1.
+- npos_max is a setting (default 64, the experiment's --npos-max); the authors' code uses block size + 1.
   Positions beyond npos_max - 1 are clamped, as in the paper.
 - Relative PE is the CoPE table indexed by i - j + 1 (CoPE with every gate at 1), one table per
   layer shared by its heads; the paper's relative baseline has a vector per distance in the same
@@ -28,7 +28,7 @@ Paper vs this file:
 - RoPE uses the usual rotate-half pairing and base 10000 (the paper does not give its variant).
 - Init: weights N(0, 0.02) as in GPT-2 (not stated in the paper); the CoPE table at zero as in
   the authors' code; embeddings tied as in their runs.
-- Training (train.py): fresh programs every step, batch 32, AdamW lr 2e-3 with warmup and cosine
+- Training (the experiment): fresh programs every step, batch 32, AdamW lr 2e-3 with warmup and cosine
   decay, 1500 steps (authors: 10k fixed programs, batch 64, lr 7e-5, 100 epochs). Programs have
   3-32 statements (paper: 3-512) so that a CPU can train on them; the out-of-distribution test
   uses 33-64 statements. Loss on the answer only, as in the paper.

@@ -30,7 +30,7 @@ Paper vs this file:
   bounds the error after one step and does not fix a stopping rule.
 - The classical and dense binary networks update asynchronously, one bit at a time in a fixed order
   (sweeps), from the same query as the modern one (masked bits are 0, not random signs).
-- The retrieval experiment (train.py) stores random +-1 patterns, so that the binary networks apply
+- The retrieval experiment (the experiment) stores random +-1 patterns, so that the binary networks apply
   too, and uses beta = 1: the layers' 1/sqrt(d) (1/8 at d = 64) is soft enough that iterating the
   update ends in metastable averages once N >= d (measured; see the notes).
 - MIL baselines (mean, max pooling) replace the Hopfield projections by a per-instance MLP sized to

@@ -16,8 +16,8 @@ letter (the lookup); standard attention about 99%, wrong on the lookup and on th
 
 Paper vs this file:
 - Sizes (toy task): 2 layers, width 64, 2 heads, SwiGLU hidden 176; paper 4 layers, 256 wide,
-  2 heads. The train.py defaults also shorten the sequences (4 blocks, not 52): a CPU budget.
-- Training (train.py): AdamW, betas (0.9, 0.98), no weight decay, batch 64 as the paper, but lr
+  2 heads. The experiment's defaults also shorten the sequences (4 blocks, not 52): a CPU budget.
+- Training (the experiment): AdamW, betas (0.9, 0.98), no weight decay, batch 64 as the paper, but lr
   3e-3 with 100 warmup steps and a cosine to 0.3e-3 over 2500 steps (paper: 1e-4 constant after
   1000 warmup steps, 100k steps), fresh generated sequences every step (paper: 1M fixed ones).
 - Dropout 0 (paper's toy config: 0.1); init normal(0, 0.02) as nanoGPT (official code: truncated

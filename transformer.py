@@ -11,9 +11,9 @@ to its own prefix and, through encoder-decoder attention, to the whole source.
 Paper vs this file:
 - Sizes: d_model 64, 2 + 2 layers, 4 heads, d_ff 256 by default (paper: 512, 6 + 6, 8, 2048), because
   the toy task is tiny and the default run then finishes in about two minutes on a 2-core CPU.
-- Dropout 0 by default (paper: 0.1): train.py draws fresh sentences every step, so there is nothing to
+- Dropout 0 by default (paper: 0.1): the experiment draws fresh sentences every step, so there is nothing to
   overfit. The dropout sites of section 5.4 are all here and take effect with dropout > 0.
-- Learning rate: train.py keeps eq. (3)'s linear warmup (100 steps, paper: 4000) up to a peak of 3e-3,
+- Learning rate: the experiment keeps eq. (3)'s linear warmup (100 steps, paper: 4000) up to a peak of 3e-3,
   then decays linearly to zero instead of as step^-0.5: with eq. (3)'s tail the tiny model never
   settled (0.95 held-out exact match after 3000 steps; the default run, with the linear decay,
   reaches 0.99 at step 2700).
@@ -25,7 +25,7 @@ Paper vs this file:
   `attention` below writes eq. (1) out, runs whenever the attention map is wanted (keep_weights), and
   a test holds the two equal.
 - Beam search keeps the paper's beam 4 and length penalty alpha 0.6 (section 6.1) as defaults, but
-  decodes at most max_len tokens, which train.py sets to the source length + 10 (paper: + 50).
+  decodes at most max_len tokens, which the experiment sets to the source length + 10 (paper: + 50).
 """
 import math
 from dataclasses import dataclass

@@ -1,10 +1,14 @@
 """Shared test helpers: run train.py's command line in-process and read its result line."""
+import importlib.util
 import json
 
 import pytest
 import torch
 
 import train
+
+# matplotlib is optional: a test asserts a PNG only where it is installed, the terminal picture always
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,82 @@
+"""Bahdanau, Cho, Bengio (2014): the experiment behind `python train.py bahdanau`.
+
+RNNsearch (section 3) learns the toy translation of experiments/translation.py, whose adjective-noun
+swaps make its soft alignment the near-diagonal picture of the paper's Figure 3; the run ends with
+that picture on the longest held-out sentence. --compare adds RNNencdec, the fixed-context baseline,
+at equal sizes and for exactly as many steps as RNNsearch took, and prints exact match per source
+length: Figure 2 in miniature, where the fixed vector falls behind as sentences grow longer.
+"""
+import torch
+import torch.nn.functional as F
+
+import bahdanau as bd                # the model: the root file bahdanau.py
+import train                         # the shared loop, result line and command line
+from experiments import translation  # the toy language pair both translation papers use
+from experiments.translation import PAD
+
+SUMMARY = "Bahdanau et al. 2014: RNNsearch (additive attention) on toy translation"
+
+
+# ---- the task: toy translation (experiments/translation.py), served as the paper does ----
+
+def length_sorted_batches(task, batch_size, rng, pool=20):
+    """Appendix B.2 of Bahdanau et al.: draw pool x batch_size pairs, sort them by source length and
+    cut them into pool minibatches, served in random order. Less padding, so shorter decoder loops."""
+    while True:
+        pairs = sorted(task.pairs(batch_size * pool, rng), key=lambda pair: len(pair[0]))
+        batches = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+        for k in rng.permutation(len(batches)):
+            yield task.collate(batches[k])
+
+
+# ---- the run ----
+
+def add_flags(p):
+    train.add_shared_flags(p, steps=3000, batch_size=64, lr=3e-3, eval_every=100)
+    translation.add_translation_args(p, max_len=40)
+    p.add_argument("--embed-dim", type=train.positive_int, default=32, help="word embedding m (paper: 620)")
+    p.add_argument("--hidden", type=train.positive_int, default=64, help="GRU state n (paper: 1000)")
+    p.add_argument("--align-dim", type=train.positive_int, default=64, help="alignment MLP n' (paper: 1000)")
+    p.add_argument("--maxout", type=train.positive_int, default=32, help="maxout units l (paper: 500)")
+    p.add_argument("--clip", type=train.positive_float, default=1.0, help="gradient-norm clip (paper: 1)")
+    p.add_argument("--paper-init", action="store_true", help="Appendix B.1 initialisation")
+
+
+def run(args):
+    translation.check_translation_args(args)
+    task, test_pairs = translation.translation_task(args)
+    variants = {"RNNsearch": bd.RNNSearch}
+    if args.compare:
+        variants["RNNencdec"] = bd.RNNEncDec
+    finished, steps = [], args.steps
+    for variant, model_class in variants.items():
+        rng = train.seed_everything(args.seed)
+        config = bd.BahdanauConfig(task.vocab_size, embed_dim=args.embed_dim, hidden=args.hidden,
+                                   align_dim=args.align_dim, maxout_dim=args.maxout, pad=PAD,
+                                   paper_init=args.paper_init)
+        model = model_class(config).to(args.device)
+        print(f"{variant}: {train.count_parameters(model):,} parameters, sentences of "
+              f"{args.min_len}-{args.max_len} tokens, device {args.device}")
+        batches = length_sorted_batches(task, args.batch_size, rng)
+
+        def loss_fn(model, batch):
+            src, tgt = batch
+            logits = model(src, tgt[:, :-1])
+            return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)
+
+        # Adam at a constant rate instead of the paper's Adadelta (see bahdanau.py); clip at 1 (B.2)
+        history = train.training_loop(
+            model, torch.optim.Adam(model.parameters(), lr=args.lr),
+            lambda: [t.to(args.device) for t in next(batches)], loss_fn,
+            evaluate=lambda m: translation.teacher_forced_scores(m, task, test_pairs, args.device),
+            solved=lambda metrics: variant == "RNNsearch" and metrics["exact_match"] >= args.target,
+            steps=steps, eval_every=args.eval_every, clip=args.clip, label=variant, **train.precision(args))
+        # equal steps: the baseline trains exactly as long as RNNsearch did, with no early stop
+        steps = history["steps"]
+        decode, scores = translation.decode_held_out(args, task, test_pairs, bd, model, variant)
+        finished.append((variant, history, scores, model))
+        if variant == "RNNsearch":
+            translation.show_translation_attention(
+                args, task, test_pairs, decode, lambda s, t: model(s, t, return_weights=True)[1][0],
+                "RNNsearch alignment alpha_ij (rows: output, columns: source)", "alignment.png")
+    return translation.report_translation(args, task, finished)

@@ -1,0 +1,235 @@
+"""What the two translation experiments share (`python train.py bahdanau`, `python train.py transformer`):
+the toy language pair, its flags, the teacher-forced and decoded scores, the per-length table, the
+held-out decoding, the attention picture and the ending of both runs.
+
+A made-up language pair with a fixed random dictionary: every source word has one target word. The
+one grammar rule is the English -> French adjective-noun inversion ("red car" -> "voiture rouge"), so
+the alignment is diagonal with local swaps, the picture of Bahdanau et al.'s Figure 3. Source lengths
+are uniform over [min_len, max_len] so that long sentences are common enough to measure (Bahdanau et
+al.'s Figure 2: a fixed-size context vector loses long sentences). Nothing is downloaded.
+"""
+import numpy as np
+import torch
+
+import train
+from experiments import pictures
+
+PAD, BOS, EOS = 0, 1, 2  # token ids of every sentence, source and target
+SPECIALS = ["<pad>", "<bos>", "<eos>"]
+
+
+# ---- the task ----
+
+def _pseudo_words(rng, count, syllables):
+    words = set()
+    while len(words) < count:
+        words.add("".join(rng.choice(syllables, size=rng.integers(2, 4))))
+    return sorted(words)
+
+
+class ToyTranslation:
+    """Sentences of function words, nouns and adjective-noun pairs; targets swap each pair.
+
+    One joint vocabulary holds the specials, the source words and the target words, so that a model
+    may share its embeddings between the two languages, as Vaswani et al. do (section 3.4).
+    `language_seed` fixes the dictionary; data seeds only choose sentences.
+    """
+
+    n_nouns, n_adjectives, n_function_words = 50, 15, 8
+
+    def __init__(self, min_len=4, max_len=40, language_seed=0):
+        if not 2 <= min_len <= max_len:
+            raise ValueError(f"need 2 <= min_len <= max_len, got {min_len} and {max_len}")
+        self.min_len, self.max_len = min_len, max_len
+        rng = np.random.default_rng(language_seed)
+        sizes = (self.n_nouns, self.n_adjectives, self.n_function_words)
+        english = _pseudo_words(rng, sum(sizes), ["ba", "ko", "ri", "tu", "me", "sa", "lo", "ni"])
+        french = _pseudo_words(rng, sum(sizes), ["zé", "qu", "ai", "on", "vé", "ju", "ré", "ou"])
+        rng.shuffle(english)
+        rng.shuffle(french)
+        self.vocab = SPECIALS + english + french
+        self.id = {word: i for i, word in enumerate(self.vocab)}
+        first = len(SPECIALS)
+        self.nouns = list(range(first, first + sizes[0]))
+        self.adjectives = list(range(first + sizes[0], first + sizes[0] + sizes[1]))
+        self.function_words = list(range(first + sizes[0] + sizes[1], first + sum(sizes)))
+        # the dictionary: source id -> target id (a fixed random bijection)
+        self.translate_word = dict(zip(range(first, first + sum(sizes)),
+                                       first + sum(sizes) + rng.permutation(sum(sizes))))
+
+    @property
+    def vocab_size(self):
+        return len(self.vocab)
+
+    def buckets(self):
+        """Source-length buckets for the per-length table: 4-10, 11-20, ..., up to max_len."""
+        edges = list(range(10, self.max_len, 10)) + [self.max_len]
+        lows = [self.min_len] + [e + 1 for e in edges[:-1]]
+        return [(lo, hi) for lo, hi in zip(lows, edges) if lo <= hi]
+
+    def sample(self, rng):
+        """One (source ids, target ids) pair; the target has neither BOS nor EOS."""
+        length = int(rng.integers(self.min_len, self.max_len + 1))
+        source, target = [], []
+        while len(source) < length:
+            unit = rng.integers(3) if length - len(source) >= 2 else rng.integers(2)
+            if unit == 0:
+                word = int(rng.choice(self.function_words))
+                source.append(word)
+                target.append(self.translate_word[word])
+            elif unit == 1:
+                word = int(rng.choice(self.nouns))
+                source.append(word)
+                target.append(self.translate_word[word])
+            else:  # adjective noun -> noun adjective
+                adjective, noun = int(rng.choice(self.adjectives)), int(rng.choice(self.nouns))
+                source += [adjective, noun]
+                target += [self.translate_word[noun], self.translate_word[adjective]]
+        return source, target
+
+    def pairs(self, n, rng):
+        return [self.sample(rng) for _ in range(n)]
+
+    @staticmethod
+    def collate(pairs):
+        """src [B, S] (PAD-padded), tgt [B, T+2] = BOS target EOS (PAD-padded)."""
+        src = train.pad_batch([s for s, _ in pairs], PAD)
+        tgt = train.pad_batch([[BOS] + t + [EOS] for _, t in pairs], PAD)
+        return src, tgt
+
+    def batch(self, batch_size, rng):
+        return self.collate(self.pairs(batch_size, rng))
+
+    def words(self, ids):
+        return [self.vocab[i] for i in ids]
+
+
+def add_translation_args(p, max_len):
+    p.add_argument("--min-len", type=train.positive_int, default=4, help="shortest source sentence (tokens)")
+    p.add_argument("--max-len", type=train.positive_int, default=max_len, help="longest source sentence (tokens)")
+    p.add_argument("--test-size", type=train.positive_int, default=1000, help="held-out sentences")
+    p.add_argument("--beam", type=train.positive_int, default=1,
+                   help="beam width for the final held-out decoding (1 = greedy)")
+    p.add_argument("--target", type=float, default=0.99,
+                   help="held-out exact match that counts as solved (teacher forced during training, "
+                        "then checked with the final decoding)")
+
+
+def check_translation_args(args):
+    if args.min_len < 2 or args.min_len > args.max_len:
+        raise train.UsageError(f"need 2 <= --min-len <= --max-len, got {args.min_len} and {args.max_len}")
+
+
+def translation_task(args):
+    """The task and its held-out pairs, which come from TEST_SEED and never from --seed."""
+    task = ToyTranslation(args.min_len, args.max_len)
+    test_pairs = task.pairs(args.test_size, np.random.default_rng(train.TEST_SEED))
+    return task, test_pairs
+
+
+# ---- the scores ----
+
+def translation_scores(task, pairs, exact, correct):
+    """exact[n] (bool), correct[n] (tokens right, EOS included) -> overall and per-length-bucket."""
+    lengths = np.array([len(s) for s, _ in pairs])
+    totals = np.array([len(t) + 1 for _, t in pairs])
+    exact, correct = np.asarray(exact, dtype=float), np.asarray(correct, dtype=float)
+    scores = {"exact_match": exact.mean(), "token_accuracy": correct.sum() / totals.sum()}
+    for lo, hi in task.buckets():
+        inside = (lengths >= lo) & (lengths <= hi)
+        scores[f"len {lo}-{hi}"] = {"exact_match": round(exact[inside].mean(), 4),
+                                    "token_accuracy": round(correct[inside].sum() / totals[inside].sum(), 4)}
+    return scores
+
+
+def teacher_forced_scores(model, task, pairs, device, batch_size=250):
+    """Every target token right when fed the true prefix: the cheap check run during training.
+    (On this task it agreed with greedy decoding's exact-match; the final numbers are greedy.)"""
+    exact, correct = [], []
+    for i in range(0, len(pairs), batch_size):
+        src, tgt = (t.to(device) for t in task.collate(pairs[i:i + batch_size]))
+        prediction = model(src, tgt[:, :-1]).argmax(-1)
+        gold = tgt[:, 1:]
+        right = (prediction == gold) & (gold != PAD)
+        correct += right.sum(1).tolist()
+        exact += (right.sum(1) == (gold != PAD).sum(1)).tolist()
+    return translation_scores(task, pairs, exact, correct)
+
+
+def until_eos(ids):
+    """A decoded id list cut after its first EOS (kept whole if it has none)."""
+    return ids[: ids.index(EOS) + 1] if EOS in ids else ids
+
+
+def decoded_scores(decode, task, pairs, device, batch_size=250):
+    """decode(src [B, S]) -> LongTensor [B, L] of output ids (EOS ends a sentence)."""
+    exact, correct = [], []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        src, _ = task.collate(chunk)
+        for hypothesis, (_, target) in zip(decode(src.to(device)).tolist(), chunk):
+            reference = target + [EOS]
+            hypothesis = until_eos(hypothesis)
+            correct.append(sum(h == r for h, r in zip(hypothesis, reference)))
+            exact.append(hypothesis == reference)
+    return translation_scores(task, pairs, exact, correct)
+
+
+def decode_held_out(args, task, test_pairs, module, model, variant):
+    """Greedy (or --beam) decoding of the held-out set with module.greedy_decode / beam_search;
+    returns the decode function and the scores."""
+    model.eval()
+    if args.beam == 1:
+        decode = lambda src: module.greedy_decode(model, src, src.size(1) + 10)
+    else:
+        decode = lambda src: module.beam_search(model, src, args.beam, src.size(1) + 10)
+    scores = decoded_scores(decode, task, test_pairs, args.device)
+    print(f"[{variant}] held-out {'greedy' if args.beam == 1 else f'beam-{args.beam}'} decoding: "
+          f"exact match {scores['exact_match']:.4f}, token accuracy {scores['token_accuracy']:.4f}")
+    return decode, scores
+
+
+# ---- the picture, the table and the ending ----
+
+def show_translation_attention(args, task, test_pairs, decode, weights_of, title, filename):
+    """The attention of the model on the longest held-out sentence, as a terminal heat map and a PNG.
+    weights_of(src [1, S], tgt_in [1, T]) -> [T, S] weights (rows: output words, columns: source)."""
+    source, _ = max(test_pairs, key=lambda pair: len(pair[0]))
+    src = torch.tensor([source], device=args.device)
+    hypothesis = until_eos(decode(src)[0].tolist())
+    with torch.no_grad():
+        weights = weights_of(src, torch.tensor([[BOS] + hypothesis[:-1]], device=args.device))
+    pictures.show_heatmap(args, filename, weights.cpu().numpy(), task.words(hypothesis), task.words(source), title)
+
+
+def bucket_table(task, scores_by_variant):
+    """Exact-match and token accuracy per source-length bucket, one column pair per variant."""
+    headers = ["source length"]
+    for variant in scores_by_variant:
+        headers += [f"{variant} exact", f"{variant} token acc"]
+    rows = []
+    for name in [f"len {lo}-{hi}" for lo, hi in task.buckets()] + ["all"]:
+        row = [name]
+        for scores in scores_by_variant.values():
+            cell = scores if name == "all" else scores[name]
+            row += [f"{cell['exact_match']:.3f}", f"{cell['token_accuracy']:.3f}"]
+        rows.append(row)
+    return None, headers, rows
+
+
+def report_translation(args, task, finished):
+    """finished: [(variant, run, scores, model)] -> (results, tables) for train.report: one result
+    per variant, solved when the decoded exact match reaches --target; the per-length table, and
+    with --compare a table of sizes, steps and times."""
+    pictures.save_loss_curves(args, {variant: run["losses"] for variant, run, _, _ in finished})
+    results = []
+    for variant, run, scores, model in finished:
+        run = dict(run, solved=bool(scores["exact_match"] >= args.target))  # judged on decoded output
+        metrics = dict(scores, final_loss=round(run["losses"][-1], 4), parameters=train.count_parameters(model))
+        results.append(("toy-translation", variant, run, metrics, model))
+    tables = [bucket_table(task, {variant: scores for variant, _, scores, _ in finished})]
+    if args.compare:
+        tables.append(("", ["variant", "parameters", "steps", "seconds", "exact match"],
+                       [[variant, metrics["parameters"], run["steps"], run["seconds"],
+                         f"{metrics['exact_match']:.3f}"] for _, variant, run, metrics, _ in results]))
+    return results, tables
