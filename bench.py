@@ -1,32 +1,15 @@
 """Speed and memory of each paper's attention, side by side, in one process on the same inputs.
 
-    python bench.py                  # CPU: under 3 minutes on 2 cores; CUDA when there is one
+    python bench.py                  # CPU: about a minute on 2 cores; CUDA when there is one
     python bench.py --quick          # smaller sizes and fewer runs: a first look in seconds
     python bench.py --device cuda --sizes 128 512 2048 8192
 
-It prints Markdown tables (progress goes to stderr). Every time is a median of timed runs (3 to
---repeats, as many as --seconds-per-cell allows) after a warm-up run; the things compared at one size
-run in turns, round robin, so that a drift of the machine hits them alike; on CUDA every run is
-synchronised. Memory comes from an untimed run: the warm-up itself on a CPU, the run after it on
-CUDA. Shared sizes: batch 2, 4 heads of width 16 (d_model 64), the models' own scale.
-
-1. Attention cost per paper. Forward + backward of each file's attention block on the same input
-   x [B, T, 64], as a ratio to torch's fused scaled_dot_product_attention (SDPA) at equal batch,
-   heads, head width and T. Every block, the SDPA reference included, has its own input and output
-   projections, so the ratio is block against block. The reference is causal for the causal blocks
-   (CoPE, MTA and their baselines) and unmasked for the rest. Memory column: on CUDA the peak
-   allocated during forward + backward above what was allocated before; on a CPU, which has no
-   peak counter, the bytes of the distinct tensors that the forward saves for backward (the
-   activation memory of training; parameters not counted).
-2. transformer.py against torch.nn.Transformer: one training step (forward, label-smoothed loss,
-   backward, Adam) of the same model, same sizes, batch and masks; ratio ours / torch's.
-3. How cost grows with T for CoPE, MTA and their baselines: the least-squares slope of log(time)
-   and log(memory) against log(T). 2 means quadratic.
-
-How to read it: a ratio of 3.0x means three times the time (or memory) of the reference at that T.
-CoPE and MTA are also compared with the plain attention of their own files (the same class and
-math without their extra step): cope.py with pos="none" and mta.py with mta=False. "-" means not
-run; a note at the end says why (over the memory budget, --max-gb, or out of memory).
+It prints Markdown tables (progress goes to stderr): 1. forward + backward of each file's attention
+block against torch's fused scaled_dot_product_attention (SDPA) at equal batch (2), heads (4), head
+width (16) and T, and CoPE and MTA against their own files' plain attention (pos="none", mta=False);
+2. one training step of transformer.py against the same model on torch.nn.Transformer; 3. how the cost
+of CoPE and MTA grows with T. Every time is a median after a warm-up, the blocks compared at one size
+running in turns. docs/performance.md says how to read the tables and what they measured.
 """
 import argparse
 import math
@@ -49,20 +32,15 @@ import transformer
 B, HEADS, HEAD_DIM = 2, 4, 16
 D = HEADS * HEAD_DIM
 
-
 def log(message):
     print(message, file=sys.stderr, flush=True)
-
 
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-# ---------------------------------------------------------------------------------------------
-# The blocks, each on its own input x [B, T, 64], made once
-# ---------------------------------------------------------------------------------------------
-
+# ----- The blocks, each on its own input x [B, T, 64], made once ---------------------------------
 class SDPABlock(nn.Module):
     """The reference: input projection, torch's fused attention, output projection."""
 
@@ -76,24 +54,14 @@ class SDPABlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
-
 def bahdanau_steps(attention, s, annotations, mask):
-    """The decoder's way: T steps, each scoring one state s_{i-1} against all T annotations, with the
-    keys U_a h_j computed once per sentence (A.1.2). The steps of the real decoder are sequential
-    (s_i needs c_i), so they cannot be batched; here the states are given, as in teacher forcing."""
+    """The decoder's T steps, the states s given (teacher forcing), the keys U_a h_j once (A.1.2)."""
     keys = attention.U_a(annotations)
     return torch.stack([attention(s_i, annotations, mask, keys)[0] for s_i in s.unbind(1)], 1)
-
 
 def build_block(name, T, device):
     """-> (forward() -> output, the modules, the input x [B, T, 64])"""
     x = torch.randn(B, T, D, device=device, requires_grad=True)
-    if name == "sdpa":
-        m = SDPABlock(causal=False)
-        return (lambda: m(x)), [m], x
-    if name == "sdpa-causal":
-        m = SDPABlock(causal=True)
-        return (lambda: m(x)), [m], x
     if name == "transformer":
         m = transformer.MultiHeadAttention(D, HEADS, dropout=0.0)
         return (lambda: m(x, x, x)), [m], x
@@ -105,18 +73,18 @@ def build_block(name, T, device):
         annotations = torch.randn(B, T, D, device=device, requires_grad=True)
         mask = torch.ones(B, T, dtype=torch.bool, device=device)
         return (lambda: bahdanau_steps(m, x, annotations, mask)), [m], x
-    if name in ("cope-none", "cope"):
-        config = cope.CoPEConfig(d_model=D, n_head=HEADS, pos=name[5:] or "cope", block_size=T)
-        m = cope.CausalSelfAttention(config)
+    if name in ("sdpa", "sdpa-causal"):
+        m = SDPABlock(causal=name == "sdpa-causal")
+    elif name in ("cope-none", "cope"):
+        pos = "none" if name == "cope-none" else "cope"
+        m = cope.CausalSelfAttention(cope.CoPEConfig(d_model=D, n_head=HEADS, pos=pos, block_size=T))
         if m.cope is not None:
             nn.init.normal_(m.cope.pos_emb, std=0.02)   # a trained-looking table, not the zero init
-        return (lambda: m(x)), [m], x
-    if name in ("mta-none", "mta"):
-        config = mta.MTAConfig(d_model=D, n_heads=HEADS, max_len=T, mta=name == "mta")
-        m = mta.MultiTokenAttention(config)
-        return (lambda: m(x)), [m], x
-    raise ValueError(name)
-
+    elif name in ("mta-none", "mta"):
+        m = mta.MultiTokenAttention(mta.MTAConfig(d_model=D, n_heads=HEADS, max_len=T, mta=name == "mta"))
+    else:
+        raise ValueError(name)
+    return (lambda: m(x)), [m], x
 
 BLOCKS = {  # name: (row label, reference, [B, H, T, T]-sized maps alive at the peak, roughly)
     "sdpa": ("SDPA, unmasked (reference for the next three)", None, 1),
@@ -132,28 +100,22 @@ BLOCKS = {  # name: (row label, reference, [B, H, T, T]-sized maps alive at the 
 SCALING = ["cope-none", "cope", "mta-none", "mta"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Measuring
-# ---------------------------------------------------------------------------------------------
-
+# ----- Measuring: docs/performance.md says how -------------------------------------------------
 def saved_bytes(forward, modules):
     """Run forward under a saved-tensor hook: bytes of the distinct storages kept for backward."""
     params = {p.untyped_storage().data_ptr() for m in modules for p in m.parameters()}
     seen = {}
-
     def pack(t):
         storage = t.untyped_storage()
         if storage.data_ptr() not in params:
             seen[storage.data_ptr()] = storage.nbytes()
         return t
-
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = forward()
     return out, sum(seen.values())
 
-
 def fwd_bwd(forward, modules, x, args, measure_memory=False):
-    """One forward + backward; returns bytes (see the module docstring) when measure_memory."""
+    """One forward + backward; returns the bytes it needed when measure_memory."""
     for m in modules:
         m.zero_grad(set_to_none=True)
     x.grad = None
@@ -173,11 +135,8 @@ def fwd_bwd(forward, modules, x, args, measure_memory=False):
         memory = torch.cuda.max_memory_allocated() - before
     return memory
 
-
 def time_in_turns(steps, args):
-    """steps {name: (step, seconds of its warm-up)} -> {name: median seconds}. The steps run in turns
-    (round robin), so that a drift of the machine hits them alike and their ratios stay fair; as many
-    rounds as fit in --seconds-per-cell per step, at least 3, at most --repeats."""
+    """steps {name: (step, seconds of its warm-up)} -> {name: median seconds}, running them in turns."""
     one_round = sum(first for _, first in steps.values())
     repeats = max(3, min(args.repeats, int(args.seconds_per_cell * len(steps) / max(one_round, 1e-6))))
     times = {name: [] for name in steps}
@@ -190,20 +149,13 @@ def time_in_turns(steps, args):
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
-
-def too_big(maps, T, args):
-    """Estimated bytes of the largest moment, against the budget; None if it fits."""
-    need = maps * B * HEADS * T * T * 4
-    return None if need <= args.max_bytes else need
-
-
 def measure_size(T, names, args, results, notes):
     """Every block of `names` at this T: memory from an untimed run, then the timed runs in turns."""
     log(f"[bench] T={T}: {', '.join(names)}")
     runs = {}
     for name in names:
-        need = too_big(BLOCKS[name][2], T, args)
-        if need is not None:
+        need = BLOCKS[name][2] * B * HEADS * T * T * 4   # estimated bytes of the largest moment
+        if need > args.max_bytes:
             results[name, T] = None
             notes.add(f"T={T}: {name} skipped, it needs about {need / 2**30:.0f} GiB "
                       f"(budget {args.max_bytes / 2**30:.0f} GiB, --max-gb)")
@@ -228,14 +180,10 @@ def measure_size(T, names, args, results, notes):
     medians = time_in_turns({name: (run, first) for name, (run, _, first) in runs.items()}, args)
     for name, (_, memory, _) in runs.items():
         results[name, T] = (medians[name], memory)
-        log(f"[bench] attention {name:12s} T={T:5d}  {results[name, T][0] * 1e3:9.2f} ms  "
-            f"{memory / 2**20:9.1f} MiB")
+        log(f"[bench] attention {name:12s} T={T:5d}  {medians[name] * 1e3:9.2f} ms  {memory / 2**20:9.1f} MiB")
 
 
-# ---------------------------------------------------------------------------------------------
-# 2. transformer.py against torch.nn.Transformer
-# ---------------------------------------------------------------------------------------------
-
+# ----- 2. transformer.py against torch.nn.Transformer ---------------------------------------------
 class TorchTransformer(nn.Module):
     """transformer.py's model around torch.nn.Transformer: the same shared embedding x sqrt(d_model)
     plus sinusoids, post-norm layers with ReLU FFNs and no final LayerNorm, the tied output."""
@@ -261,14 +209,12 @@ class TorchTransformer(nn.Module):
                       tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True)
         return y @ self.embedding.weight.T
 
-
 def padded_batch(batch, T, vocab, device, generator):
     """Random sentences of 4..T tokens, PAD (0) after their end."""
     tokens = torch.randint(3, vocab, (batch, T), generator=generator)
     lengths = torch.randint(4, T + 1, (batch,), generator=generator)
     tokens[torch.arange(T)[None, :] >= lengths[:, None]] = 0
     return tokens.to(device)
-
 
 def transformer_step(batch, T, args):
     """-> (seconds ours, seconds torch's, parameters ours, parameters torch's)"""
@@ -280,7 +226,6 @@ def transformer_step(batch, T, args):
     for name, model in (("ours", transformer.Transformer(config)), ("torch", TorchTransformer(config))):
         model.to(args.device).train()
         optimizer = transformer.make_optimizer(model, lr=1e-4)
-
         def step(model=model, optimizer=optimizer):
             with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 logits = model(src, tgt_in)
@@ -288,7 +233,6 @@ def transformer_step(batch, T, args):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-
         start = time.perf_counter()
         step()
         sync(args.device)
@@ -301,34 +245,28 @@ def transformer_step(batch, T, args):
     return out[0], out[1], *sizes
 
 
-# ---------------------------------------------------------------------------------------------
-# Tables
-# ---------------------------------------------------------------------------------------------
-
+# ----- Tables and the command line ---------------------------------------------------------------
 def slope(ts, values):
     """Least-squares slope of log(value) against log(T)."""
     xs, ys = [math.log(t) for t in ts], [math.log(v) for v in values]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
-
 def ms(seconds):
     return f"{seconds * 1e3:.3g}" if seconds * 1e3 < 100 else f"{seconds * 1e3:.0f}"
 
-
 def mib(nbytes):
     return f"{nbytes / 2**20:.3g}" if nbytes < 100 * 2**20 else f"{nbytes / 2**20:.0f}"
-
 
 def cell(results, name, T, index, fmt, versus):
     value, ref = results.get((name, T)), results.get((versus, T))
     if value is None:
         return "-"
-    text = fmt(value[index])
-    if ref is not None and versus != name:
-        text += f" ({value[index] / ref[index]:.1f}x)"
-    return text
+    ratio = f" ({value[index] / ref[index]:.1f}x)" if ref is not None and versus != name else ""
+    return fmt(value[index]) + ratio
 
+def row(cells):
+    return "| " + " | ".join(cells) + " |"
 
 def hardware(device):
     if device.type == "cuda":
@@ -340,34 +278,32 @@ def hardware(device):
     except OSError:
         return platform.processor() or platform.machine()
 
-
-def main(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to run: auto = cuda if available, else cpu (default auto)")
-    p.add_argument("--quick", action="store_true",
-                   help="smaller sizes (T up to 512), fewer repeats: a first look in seconds")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats: a first look in seconds")
     p.add_argument("--sizes", type=int, nargs="+", metavar="T",
                    help="sequence lengths of table 1 (default 128 512 2048; --quick: 64 128 512)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's own choice, one per core)")
-    p.add_argument("--repeats", type=int, default=25,
-                   help="most timed runs per figure after the warm-up; slow ones get fewer, never under "
-                        "3 (default 25)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's own choice, one per core)")
+    p.add_argument("--repeats", type=int, default=25, help="most timed runs per figure, at least 3 (default 25)")
     p.add_argument("--seconds-per-cell", type=float, default=2.0,
                    help="rough time to spend timing one figure; sets the number of repeats (default 2)")
     p.add_argument("--max-gb", type=float, default=None,
-                   help="skip a block whose estimated memory exceeds this (default: half the RAM on a "
-                        "CPU, 80%% of the free GPU memory on CUDA)")
+                   help="skip blocks estimated to need more (default: half the RAM; CUDA: 80%% of free memory)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                   help="float32, or bf16 autocast as in training on CUDA (auto: bf16 on CUDA, float32 "
-                        "on CPU)")
+                   help="float32, or bf16 autocast as in training on CUDA (auto: bf16 on CUDA, float32 on CPU)")
     args = p.parse_args(argv)
-
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
+    if args.sizes and min(args.sizes) < 2:
+        p.error("--sizes: every T must be at least 2")
+    for flag in ("--threads", "--repeats", "--seconds-per-cell", "--max-gb"):
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None and value <= 0:
+            p.error(f"{flag} must be positive, got {value}")
     args.device = torch.device(args.device)
     args.bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and args.device.type == "cuda")
     if args.max_gb is not None:
@@ -376,26 +312,11 @@ def main(argv=None):
         args.max_bytes = 0.8 * torch.cuda.mem_get_info()[0]
     else:
         args.max_bytes = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if args.sizes and min(args.sizes) < 2:
-        p.error("--sizes: every T must be at least 2")
-    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats),
-                        ("--seconds-per-cell", args.seconds_per_cell), ("--max-gb", args.max_gb)):
-        if value is not None and value <= 0:
-            p.error(f"{flag} must be positive, got {value}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sizes = sorted(set(args.sizes or ([64, 128, 512] if args.quick else [128, 512, 2048])))
-    scaling = sorted(set(sizes) | {sizes[0] * 2 ** k for k in range(10) if sizes[0] * 2 ** k <= max(sizes)})
     if args.quick:
         args.repeats, args.seconds_per_cell = min(args.repeats, 5), min(args.seconds_per_cell, 0.3)
-    steps = [(32, 40)] if args.quick else [(32, 40), (32, 256)]
+    return args
 
-    started = time.perf_counter()
-    results, notes = {}, set()
-    for T in scaling:
-        measure_size(T, [name for name in BLOCKS if T in sizes or name in SCALING], args, results, notes)
-    step_rows = [(batch, T, *transformer_step(batch, T, args)) for batch, T in steps]
-
+def print_attention_tables(results, sizes, args):
     dtype = "bf16 autocast" if args.bf16 else "float32"
     memory_kind = ("peak allocated during forward + backward" if args.device.type == "cuda"
                    else "bytes saved for backward")
@@ -403,29 +324,29 @@ def main(argv=None):
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype}\n")
     print(f"Forward + backward of one attention block on x [{B}, T, {D}]: batch {B}, {HEADS} heads of "
           f"width {HEAD_DIM}. Median ms, and in brackets the ratio to the SDPA reference at the same T.\n")
-    header = "| block | " + " | ".join(f"T={T}" for T in sizes) + " |"
-    rule = "|---|" + "---:|" * len(sizes)
-    print(header + "\n" + rule)
-    for name, (label, ref, _) in BLOCKS.items():
-        print(f"| {label} | " + " | ".join(cell(results, name, T, 0, ms, ref or name) for T in sizes) + " |")
-    print(f"\nMemory, MiB ({memory_kind}), ratio to the SDPA reference in brackets:\n")
-    print(header + "\n" + rule)
-    for name, (label, ref, _) in BLOCKS.items():
-        print(f"| {label} | " + " | ".join(cell(results, name, T, 1, mib, ref or name) for T in sizes) + " |")
+    for index, fmt in ((0, ms), (1, mib)):
+        if index == 1:
+            print(f"\nMemory, MiB ({memory_kind}), ratio to the SDPA reference in brackets:\n")
+        print(row(["block"] + [f"T={T}" for T in sizes]) + "\n|---|" + "---:|" * len(sizes))
+        for name, (label, ref, _) in BLOCKS.items():
+            print(row([label] + [cell(results, name, T, index, fmt, ref or name) for T in sizes]))
 
+def print_targets(results, sizes, step_rows):
     print("\n### Targets\n")
     print("| target | measured | met |\n|---|---|---|")
+    targets = []   # (target, {T: ratio}, the highest ratio that meets it)
     for name, base, limit, what in (("cope", "cope-none", 1.5, "CoPE <= 1.5x cope.py pos=none"),
                                     ("mta", "mta-none", 2.0, "MTA <= 2x mta.py mta=False")):
         ratios = {T: results[name, T][0] / results[base, T][0] for T in sizes
                   if results.get((name, T)) and results.get((base, T))}
-        met = ("yes" if max(ratios.values()) <= limit else "no") if ratios else "-"
-        print(f"| {what}, time | " + ", ".join(f"{r:.2f}x at T={T}" for T, r in ratios.items()) + f" | {met} |")
+        targets.append((f"{what}, time", ratios, limit))
     ratios = {T: ours / theirs for _, T, ours, theirs, _, _ in step_rows}
-    print("| transformer.py training step <= 1.0x torch.nn.Transformer | "
-          + ", ".join(f"{r:.2f}x at T={T}" for T, r in ratios.items())
-          + f" | {'yes' if max(ratios.values()) <= 1.0 else 'no'} |")
+    targets.append(("transformer.py training step <= 1.0x torch.nn.Transformer", ratios, 1.0))
+    for what, ratios, limit in targets:
+        met = ("yes" if max(ratios.values()) <= limit else "no") if ratios else "-"
+        print(row([what, ", ".join(f"{r:.2f}x at T={T}" for T, r in ratios.items()), met]))
 
+def print_step_table(step_rows):
     print("\n### transformer.py against torch.nn.Transformer: one training step\n")
     print("d_model 64, 2 + 2 layers, 4 heads, d_ff 256, dropout 0, vocabulary 149, padded random sentences of "
           "4..T tokens; forward, label-smoothed loss, backward, Adam. torch's attention projections have "
@@ -435,18 +356,36 @@ def main(argv=None):
     for batch, T, ours, theirs, n_ours, n_theirs in step_rows:
         print(f"| {batch} | {T} | {ms(ours)} | {ms(theirs)} | {ours / theirs:.2f}x | {n_ours:,} / {n_theirs:,} |")
 
+def print_scaling_table(results, scaling):
     print("\n### How cost grows with T\n")
     print("Least-squares slope of log(cost) against log(T) (2 = quadratic): over all the sizes shown, and "
           "over the largest three, where fixed costs per call no longer hide the growth.\n")
-    print("| block | cost | " + " | ".join(f"T={T}" for T in scaling) + " | exponent | largest 3 |\n|---|---|"
-          + "---:|" * len(scaling) + "---:|---:|")
+    print(row(["block", "cost"] + [f"T={T}" for T in scaling] + ["exponent", "largest 3"])
+          + "\n|---|---|" + "---:|" * (len(scaling) + 2))
     for name in SCALING:
         for index, what, fmt in ((0, "time, ms", ms), (1, "memory, MiB", mib)):
             points = [(T, results[name, T][index]) for T in scaling if results.get((name, T))]
             exponents = [f"{slope(*zip(*p)):.2f}" if len(p) >= 2 else "-" for p in (points, points[-3:])]
-            print(f"| {BLOCKS[name][0]} | {what} | "
-                  + " | ".join(cell(results, name, T, index, fmt, name) for T in scaling)
-                  + f" | {exponents[0]} | {exponents[1]} |")
+            cells = [cell(results, name, T, index, fmt, name) for T in scaling]
+            print(row([BLOCKS[name][0], what] + cells + exponents))
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = sorted(set(args.sizes or ([64, 128, 512] if args.quick else [128, 512, 2048])))
+    scaling = sorted(set(sizes) | {sizes[0] * 2 ** k for k in range(10) if sizes[0] * 2 ** k <= max(sizes)})
+    steps = [(32, 40)] if args.quick else [(32, 40), (32, 256)]
+    started = time.perf_counter()
+    results, notes = {}, set()
+    for T in scaling:
+        measure_size(T, [name for name in BLOCKS if T in sizes or name in SCALING], args, results, notes)
+    step_rows = [(batch, T, *transformer_step(batch, T, args)) for batch, T in steps]
+
+    print_attention_tables(results, sizes, args)
+    print_targets(results, sizes, step_rows)
+    print_step_table(step_rows)
+    print_scaling_table(results, scaling)
     for note in sorted(notes):
         print(f"\n- {note}")
     print(f"\n`python bench.py{' --quick' if args.quick else ''}` took {time.perf_counter() - started:.0f} s.")
