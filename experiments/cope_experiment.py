@@ -21,17 +21,8 @@ SUMMARY = "Golovneva et al. 2024: contextual position encoding (CoPE) on countin
 
 
 # ---- the tasks (section 4) ----
-#
-# Every sample is (token ids, is_target): is_target marks the tokens the model must predict (the
-# answer of a program, the bit after each read, the copied tokens), and `collate_targets` turns a
-# list of samples into inputs and next-token targets with -100 (ignored) everywhere else.
-# Counting (section 4.3) follows the official generator: statements `x = 0 ;`, `x ++;`, `pass;`
-# drawn with weights 1 / 7 / 50, an increment only of a set variable and never past 10, then
-# `print x` about a set variable; the answer is x's value. A whitespace tokenizer reads it.
-# Flip-flop (section 4.1, Liu et al. 2023): `w b` writes bit b, `r b` reads (b is the last written
-# bit), `i b` is ignored; trained with one ignore probability, tested with fewer (dense) and more
-# (sparse, the last write lies far back). Selective copy (section 4.2, Gu and Dao 2023): tokens
-# scattered among blanks, then `|`, then the tokens in order; tested with fewer and more blanks.
+# A sample is (token ids, is_target): is_target marks what the model must predict (the answer of a
+# program, the bit after each read, the copied tokens); the loss and the errors count those alone.
 
 # <pad> is id 0, pad_batch's pad; <bos> and <eos> are never used here, but they hold ids 1 and 2 so that
 # every token id (and so every seeded run, and README's numbers) stays as it was
@@ -61,7 +52,9 @@ class Vocabulary:
 
 
 class CountingTask(Vocabulary):
-    """Programs over `n_vars` variables with `min_statements`..`max_statements` statements."""
+    """Counting (section 4.3), as the official generator: over `n_vars` variables, `min_statements`..
+    `max_statements` statements `x = 0 ;`, `x ++;` (only of a set variable, never past 10) or `pass;`,
+    drawn with weights 1 / 7 / 50, then `print x` about a set variable; the answer is x's value."""
 
     vocab = SPECIALS + list("abcdefghijklmnopqrstuvwxyz") + ["=", ";", "++;", "pass;", "print"] + \
         [str(v) for v in range(11)]
@@ -155,8 +148,9 @@ def read_counting_jsonl(path):
 
 
 class FlipFlop(Vocabulary):
-    """Flip-flop strings of `length` instructions; `p_ignore` of them are `i`, the rest half `w`,
-    half `r`. The first instruction is a write and the last a read, so every string has an answer."""
+    """Flip-flop (section 4.1, Liu et al. 2023): `w b` writes bit b, `r b` reads the last bit written,
+    `i b` is ignored (`p_ignore` of the `length` instructions); the first is a write, the last a read.
+    Tested with fewer ignores (dense) and more (sparse: the last write lies far back)."""
 
     vocab = SPECIALS + ["w", "r", "i", "0", "1"]
 
@@ -183,7 +177,8 @@ class FlipFlop(Vocabulary):
 
 
 class SelectiveCopy(Vocabulary):
-    """`n_tokens` symbols scattered among `n_blanks` blanks `.`, then `|` and the symbols in order."""
+    """Selective copy (section 4.2, Gu and Dao 2023): `n_tokens` symbols scattered among `n_blanks`
+    blanks `.`, then `|` and the symbols in order; tested with fewer and more blanks."""
 
     vocab = SPECIALS + [".", "|"] + list("ABCDEFGH")
 
@@ -302,11 +297,10 @@ def train_one(args, pos, seed, steps, train_task, test_sets, train_samples, labe
 # ---- the picture: what a head counts ----
 
 def show_gates(args, task, model, samples, title_set):
-    """For one held-out sequence: the gates of every head seen from the query that predicts the first
-    answer (CoPE; for the baselines, the attention weights), and the keys the best head opens on.
-    Counting: the shortest program whose answer is >= 2 and where another variable is incremented
-    too, and the best head is the one whose gates follow the asked variable's increments most closely;
-    other tasks: the first sequence, and the head whose gates vary most."""
+    """Every head's gates (baselines: attention weights) seen from the position that predicts the first
+    answer of one held-out sequence, and the keys the best head opens on. Counting: the shortest program
+    with an answer >= 2 and another variable incremented too; the best head follows the asked
+    variable's increments most closely. Other tasks: the first sequence, the head that varies most."""
     def telling(ids):
         words = task.words(ids)
         increments = {words[n - 1] for n, w in enumerate(words) if w == "++;"}
@@ -436,18 +430,14 @@ ERROR_NAMES = {"error": "error in distribution", "error_ood": "error, longer pro
                "error_file": "error, --eval-data"}
 
 
-def mean_spread(values):
-    """'mean ± std' of a list of numbers (std 0 for a single value)."""
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
 def table(args, results, seeds):
     """Every variant's errors as mean ± std over the seeds, its cost, and the paper's error."""
     error_keys = [k for k in results[0][3]["per_seed"] if not k.startswith("seq_")]
     rows = []
     for _, pos, summary, metrics, _ in results:
         paper = PAPER_ERROR.get((args.task, args.vars, pos)) if not args.data else None
-        rows.append([args.task, pos] + [mean_spread(metrics["per_seed"][k]) for k in error_keys]
+        spread = [f"{np.mean(metrics['per_seed'][k]):.3f} ± {np.std(metrics['per_seed'][k]):.3f}" for k in error_keys]
+        rows.append([args.task, pos] + spread
                     + [metrics["parameters"], summary["steps"], metrics["ms_per_step"],
                        metrics["cpu_ms_per_step"], summary["seconds"],
                        "—" if paper is None else f"{paper / 100:.3f}"])
