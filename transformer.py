@@ -13,10 +13,10 @@ Paper vs this file:
   the toy task is tiny and the default run then finishes in about two minutes on a 2-core CPU.
 - Dropout 0 by default (paper: 0.1): the experiment draws fresh sentences every step, so there is nothing to
   overfit. The dropout sites of section 5.4 are all here and take effect with dropout > 0.
-- Learning rate: the experiment keeps eq. (3)'s linear warmup (100 steps, paper: 4000) up to a peak of 3e-3,
-  then decays linearly to zero instead of as step^-0.5: with eq. (3)'s tail the tiny model never
-  settled (0.95 held-out exact match after 3000 steps; the default run, with the linear decay,
-  reaches 0.99 at step 2700).
+- Learning rate: the experiment keeps eq. (3)'s linear warmup (100 steps, paper: 4000; capped at the
+  run's steps) up to a peak of 3e-3, then decays linearly to zero instead of as step^-0.5: with eq. (3)'s
+  tail the tiny model never settled (0.95 held-out exact match after 3000 steps; the default run, with
+  the linear decay, reaches 0.99 at step 2700).
   `rate` below is eq. (3) itself, for readers who copy the file.
 - One joint vocabulary for source and target (the paper's shared BPE vocabulary), so the two
   embeddings and the pre-softmax projection share one matrix as in section 3.4.
@@ -26,6 +26,13 @@ Paper vs this file:
   a test holds the two equal.
 - Beam search keeps the paper's beam 4 and length penalty alpha 0.6 (section 6.1) as defaults, but
   decodes at most max_len tokens, which the experiment sets to the source length + 10 (paper: + 50).
+  The paper leaves the search's bookkeeping open; it follows GNMT (Wu et al. 2016) and bahdanau.py: a
+  hypothesis that emits EOS leaves the beam for a finished set and the beam shrinks by one.
+- Both decoders return [B, L] token ids after BOS: the first EOS kept, PAD after it; live hypotheses
+  never emit PAD or BOS.
+- Any float dtype: float32, float64 or bfloat16 weights, or autocast. Softmaxes (attention's written-out
+  eq. (1), the loss, the beam's log-probabilities) run in at least float32 (`_wide`); the fused kernel
+  keeps its own softmax in float32.
 """
 import math
 from dataclasses import dataclass
@@ -55,6 +62,12 @@ class TransformerConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
 
+def _wide(x):
+    """A float32 island: bfloat16/float16 -> float32 (float32 and float64 stay), for the softmaxes,
+    whose sums of exponentials lose the small terms in bfloat16's 8-bit mantissa."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 # Section 3.2.1, eq. (1): Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
 def attention(q, k, v, mask=None):
     """q [.., Tq, d_k], k [.., Tk, d_k], v [.., Tk, d_v]; mask (bool, True = may attend) broadcasts
@@ -62,8 +75,8 @@ def attention(q, k, v, mask=None):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))  # section 3.2.3: illegal connections -> -inf
-    weights = scores.softmax(dim=-1)
-    return weights @ v, weights
+    weights = _wide(scores).softmax(dim=-1)  # float32 island
+    return weights.to(v.dtype) @ v, weights
 
 
 # Section 3.2.2: MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O, head_i = Attention(Q W_i^Q, ...)
@@ -183,7 +196,7 @@ class Transformer(nn.Module):
 # Section 5.4: label smoothing, epsilon_ls = 0.1. The target distribution puts 1 - eps on the right
 # token and spreads eps uniformly over the vocabulary; padding positions are not counted.
 def label_smoothed_loss(logits, target, epsilon=0.1, pad_id=0):
-    log_probs = logits.log_softmax(dim=-1)
+    log_probs = _wide(logits).log_softmax(dim=-1)  # float32 island: bf16 logits under autocast
     nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     uniform = -log_probs.mean(dim=-1)
     loss = (1 - epsilon) * nll + epsilon * uniform
@@ -202,15 +215,18 @@ def make_optimizer(model, lr=1.0):
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
 
 
-# Decoding (section 6.1). Both return LongTensor [B, L]: the tokens after BOS, padded after EOS.
+# Decoding (section 6.1). Both return LongTensor [B, L]: the tokens after BOS, the first EOS kept and
+# PAD after it (bahdanau.py's convention); L is the longest output. Live hypotheses never emit PAD or BOS.
 @torch.no_grad()
 def greedy_decode(model, src, max_len, bos=1, eos=2):
+    pad = model.config.pad_id
     memory, src_mask = model.encode(src)
     out = torch.full((src.size(0), 1), bos, dtype=torch.long, device=src.device)
     done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
     for _ in range(max_len):
-        next_token = model.decode(out, memory, src_mask)[:, -1].argmax(-1)
-        next_token = next_token.masked_fill(done, model.config.pad_id)
+        logits = model.decode(out, memory, src_mask)[:, -1]
+        logits[:, [pad, bos]] = float("-inf")
+        next_token = logits.argmax(-1).masked_fill(done, pad)
         out = torch.cat([out, next_token[:, None]], dim=1)
         done |= next_token == eos
         if done.all():
@@ -220,32 +236,40 @@ def greedy_decode(model, src, max_len, bos=1, eos=2):
 
 @torch.no_grad()
 def beam_search(model, src, beam_size=4, max_len=50, alpha=0.6, bos=1, eos=2):
-    """Beam search; the finished hypotheses are ranked by log P(Y) / lp(Y) with Wu et al.'s length
-    penalty lp(Y) = ((5 + |Y|) / 6)^alpha (section 6.1: beam 4, alpha 0.6)."""
-    B, K, pad = src.size(0), beam_size, model.config.pad_id
+    """Beam search ranking the finished hypotheses by log P(Y) / lp(Y) with Wu et al.'s length penalty
+    lp(Y) = ((5 + |Y|) / 6)^alpha, |Y| counting EOS (section 6.1: beam 4, alpha 0.6). Each step keeps,
+    per sentence, the best beam_size - (its finished hypotheses) extensions of the live ones by log P:
+    one that ends with EOS leaves the beam for the finished set, which no live hypothesis can push out
+    (GNMT, bahdanau.py). Hypotheses still live after max_len tokens join the finished set unended."""
+    if beam_size < 1 or max_len < 1:
+        raise ValueError(f"beam_size and max_len must be positive, got {beam_size} and {max_len}")
+    B, K, pad, device = src.size(0), beam_size, model.config.pad_id, src.device
     memory, src_mask = model.encode(src)
     memory, src_mask = memory.repeat_interleave(K, 0), src_mask.repeat_interleave(K, 0)  # [B*K, ...]
-    tokens = torch.full((B * K, 1), bos, dtype=torch.long, device=src.device)
-    scores = torch.full((B, K), float("-inf"), device=src.device)
+    tokens = torch.full((B * K, 1), bos, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), device=device)  # log P of the live ones; -inf: no hypothesis
     scores[:, 0] = 0.0  # all beams start identical: keep one so the first step yields K distinct ones
-    lengths = torch.zeros(B, K, device=src.device)
-    done = torch.zeros(B, K, dtype=torch.bool, device=src.device)
-    for _ in range(max_len):
-        log_probs = model.decode(tokens, memory, src_mask)[:, -1].log_softmax(-1).view(B, K, -1)
-        # a finished hypothesis may only be extended by padding, at no cost
-        log_probs[done] = float("-inf")
-        log_probs[..., pad][done] = 0.0
+    finished = [[] for _ in range(B)]  # per sentence: (log P(Y) / lp(Y), token ids)
+    lp = lambda length: ((5 + length) / 6) ** alpha
+    for step in range(1, max_len + 1):  # every live hypothesis holds `step` tokens after this step
+        log_probs = _wide(model.decode(tokens, memory, src_mask)[:, -1]).log_softmax(-1)  # float32 island
+        log_probs[:, [pad, bos]] = float("-inf")  # a live hypothesis emits neither
         V = log_probs.size(-1)
-        best, index = (scores[..., None] + log_probs).view(B, K * V).topk(K, dim=-1)
+        best, index = (scores[..., None] + log_probs.view(B, K, V)).view(B, K * V).topk(K, dim=-1)
         beam, token = index // V, index % V
-        rows = (beam + torch.arange(B, device=src.device)[:, None] * K).view(-1)
+        rows = (beam + torch.arange(B, device=device)[:, None] * K).view(-1)
         tokens = torch.cat([tokens[rows], token.view(-1, 1)], dim=1)
-        was_done = done.gather(1, beam)
-        lengths = lengths.gather(1, beam) + (~was_done).float()
-        done = was_done | (token == eos)
-        scores = best
-        if done.all():
+        room = K - torch.tensor([len(f) for f in finished], device=device)  # the beam shrinks
+        kept = (torch.arange(K, device=device) < room[:, None]) & best.isfinite()
+        for b, k in (kept & (token == eos)).nonzero().tolist():
+            finished[b].append((best[b, k].item() / lp(step), tokens[b * K + k, 1:].tolist()))
+        scores = best.masked_fill(~kept | (token == eos), float("-inf"))
+        if not scores.isfinite().any():
             break
-    penalty = ((5 + lengths) / 6) ** alpha
-    pick = (scores / penalty).argmax(dim=-1)
-    return tokens.view(B, K, -1)[torch.arange(B), pick, 1:]
+    for b, k in scores.isfinite().nonzero().tolist():  # still live after max_len tokens
+        finished[b].append((scores[b, k].item() / lp(max_len), tokens[b * K + k, 1:].tolist()))
+    chosen = [max(f, key=lambda f: f[0])[1] for f in finished]
+    out = torch.full((B, max(map(len, chosen))), pad, dtype=torch.long, device=device)
+    for b, ids in enumerate(chosen):
+        out[b, :len(ids)] = torch.tensor(ids, device=device)
+    return out

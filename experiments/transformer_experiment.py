@@ -19,19 +19,36 @@ SUMMARY = "Vaswani et al. 2017: encoder-decoder Transformer on toy translation"
 def add_flags(p):
     train.add_shared_flags(p, steps=3000, batch_size=32, lr=3e-3, eval_every=100)
     translation.add_translation_args(p, max_len=40)
-    p.add_argument("--d-model", type=train.positive_int, default=64, help="model width (paper: 512)")
-    p.add_argument("--layers", type=train.positive_int, default=2, help="layers in each stack (paper: 6)")
-    p.add_argument("--heads", type=train.positive_int, default=4, help="attention heads (paper: 8)")
-    p.add_argument("--d-ff", type=train.positive_int, default=256, help="feed-forward width (paper: 2048)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout (paper: 0.1)")
-    p.add_argument("--label-smoothing", type=float, default=0.1, help="epsilon_ls (paper: 0.1)")
-    p.add_argument("--warmup", type=train.positive_int, default=100, help="warmup steps of eq. (3) (paper: 4000)")
+    p.add_argument("--d-model", type=train.int_in(1, 4096), default=64, help="model width (paper: 512)")
+    p.add_argument("--layers", type=train.int_in(1, 64), default=2, help="layers in each stack (paper: 6)")
+    p.add_argument("--heads", type=train.int_in(1, 256), default=4, help="attention heads (paper: 8)")
+    p.add_argument("--d-ff", type=train.int_in(1, 16384), default=256, help="feed-forward width (paper: 2048)")
+    p.add_argument("--dropout", type=train.float_in(0, 1), default=0.0, help="dropout (paper: 0.1)")
+    p.add_argument("--label-smoothing", type=train.float_in(0, 1), default=0.1, help="epsilon_ls (paper: 0.1)")
+    p.add_argument("--warmup", type=train.int_in(1, 1_000_000), default=100,
+                   help="warmup steps of eq. (3) (paper: 4000; capped at --steps)")
 
+
+MAX_PARAMETERS = 1_000_000_000  # 16 GB with Adam's two moments in float32; the paper's big model: 213M
+
+
+def learning_rate(step, peak, warmup, steps):
+    """Eq. (3)'s linear warmup to `peak`, then a linear decay to zero at `steps` instead of its
+    step^-0.5 tail, which stays too high for a tiny model to settle (measured: 0.95 exact match after
+    3000 steps with the tail, 0.976 after 2000 with the linear decay). The warmup is capped at `steps`,
+    so that a run shorter than the warmup still reaches the peak, and the rate stays positive."""
+    warmup = min(warmup, steps)
+    return peak * min(step / warmup, (steps - step + 1) / (steps - warmup + 1))
 
 def run(args):
     translation.check_translation_args(args)
     if not 0 <= args.label_smoothing < 1:
         raise train.UsageError(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
+    # the weights of both stacks (4 d^2 per attention, 2 d d_ff per FFN), counted before any is allocated
+    size = args.layers * (12 * args.d_model ** 2 + 4 * args.d_model * args.d_ff)
+    if size > MAX_PARAMETERS:
+        raise train.UsageError(f"--d-model {args.d_model}, --layers {args.layers} and --d-ff {args.d_ff} give "
+                               f"{size:,} parameters, more than {MAX_PARAMETERS:,}")
     task, test_pairs = translation.translation_task(args)
     variants = {"transformer": args.heads}
     if args.compare:
@@ -56,15 +73,13 @@ def run(args):
             src, tgt = batch
             return tf.label_smoothed_loss(model(src, tgt[:, :-1]), tgt[:, 1:], args.label_smoothing, PAD)
 
-        # eq. (3)'s linear warmup to --lr, then a linear decay to zero at --steps instead of its
-        # step^-0.5 tail, which stays too high for a tiny model to settle (measured: 0.95 exact match
-        # after 3000 steps with the tail, 0.976 after 2000 with the linear decay)
-        lr_at = lambda step: args.lr * min(step / args.warmup, (args.steps - step + 1) / (args.steps - args.warmup + 1))
+        lr_at = lambda step: learning_rate(step, args.lr, args.warmup, args.steps)
         history = train.training_loop(
             model, tf.make_optimizer(model), next_batch, loss_fn,
             evaluate=lambda m: translation.teacher_forced_scores(m, task, test_pairs, args.device),
             solved=lambda metrics: metrics["exact_match"] >= args.target,
-            steps=args.steps, eval_every=args.eval_every, lr_at=lr_at, label=variant, **train.precision(args))
+            steps=args.steps, eval_every=args.eval_every, lr_at=lr_at, label=variant,
+            **train.settings(args, "toy-translation", variant, task.vocab))
         decode, scores = translation.decode_held_out(args, task, test_pairs, tf, model, variant)
         finished.append((variant, history, scores, model))
         if variant == "transformer":
