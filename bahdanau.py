@@ -1,13 +1,12 @@
 """Neural Machine Translation by Jointly Learning to Align and Translate.
 Dzmitry Bahdanau, Kyunghyun Cho, Yoshua Bengio, 2014. arXiv 1409.0473.
 
-The encoder-decoder of the day squeezed a whole source sentence into one fixed vector, and its
-translations fell apart as sentences grew longer. RNNsearch keeps one annotation per source word
-(the two states of a bidirectional GRU) and, before emitting each target word, lets the decoder score
-every annotation against its own state with a small MLP (the "alignment model", additive attention),
-softmax the scores and read their weighted average as a fresh context vector. Nothing tells the model
-where to look: the soft alignment is learned jointly with the translation. RNNEncDec, the baseline the
-paper beats (Cho et al. 2014), is the same network with one fixed context vector for every step.
+The encoder-decoder of the day squeezed a source sentence into one fixed vector, and its translations
+fell apart as sentences grew longer. RNNsearch keeps one annotation per source word (the two states of
+a bidirectional GRU); before each target word the decoder scores every annotation against its state
+with a small MLP (the "alignment model", additive attention), softmaxes the scores and reads their
+weighted average as a fresh context. The soft alignment is learned jointly with the translation.
+RNNEncDec, the baseline (Cho et al. 2014), is the same network with one fixed context for every step.
 
     python train.py bahdanau              # RNNsearch on the toy translation task
     python train.py bahdanau --compare    # RNNsearch vs RNNencdec per source length (Figure 2)
@@ -16,9 +15,8 @@ Paper vs this file:
 - Sizes: embedding m = 32, GRU states n = 64, alignment MLP n' = 64, maxout units l = 32 (paper:
   620, 1000, 1000, 500) and a toy joint vocabulary of 149 words (paper: 30,000 per language). The
   source and target embeddings stay separate tables, as in the paper, both over the joint vocabulary.
-- Encoder: torch's nn.GRU. Its update gate is the mirror of the paper's (z <-> 1 - z, the same
-  family), and it applies the reset gate after the recurrent matrix, r * (U h), where the paper
-  writes U (r * h). The decoder's unit is written out exactly as in Appendix A.2.2.
+- Encoder: torch's nn.GRU, whose update gate mirrors the paper's (z <-> 1 - z) and whose reset gate
+  acts after the recurrent matrix, r * (U h), not U (r * h). The decoder's unit is A.2.2's exactly.
 - The deep output reads s_{i-1}, as Appendix A.2.2 writes it (eq. 4 in the body writes s_i).
 - RNNEncDec keeps RNNsearch's bidirectional encoder and gives the decoder the fixed context
   c = [->h_Tx ; <-h_1] (both ends of the BiRNN, size 2n like an attention context) where Cho et al.
@@ -29,8 +27,10 @@ Paper vs this file:
 - Training (the experiment): Adam at a constant 3e-3 instead of Adadelta (rho 0.95, eps 1e-6), batch 64
   instead of 80, fresh random sentences; like the paper (B.2) it sorts a pool of minibatches by
   length before cutting them (a pool of 20 here), and clips the gradient norm at 1.
-- Beam search: the paper gives no width; hypotheses that emit EOS leave the beam, which then shrinks,
-  and the best finished one by total log-probability wins (no length normalisation).
+- Beam search: the paper gives no width; hypotheses that emit EOS leave the beam, which shrinks, and
+  the best finished one by total log-probability wins (no length normalisation). Both decoders return
+  the words after BOS, the first EOS kept and PAD after it (as transformer.py's); float32 islands
+  (alignment softmax, beam scores) under bf16 weights or autocast.
 """
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -66,9 +66,8 @@ class Memory(NamedTuple):
 
 
 class BiEncoder(nn.Module):
-    """Section 3.2 / A.2.1: a bidirectional GRU over the source embeddings (E shared by both
-    directions). nn.GRU writes h = (1 - z) * h~ + z * h_prev, so its z weighs the OLD state where the
-    paper's z weighs the new candidate, h = (1 - z) * h_prev + z * h~: learned gates absorb the flip."""
+    """Section 3.2 / A.2.1: a bidirectional GRU over the source embeddings (one E for both directions).
+    nn.GRU's z weighs the old state, the paper's z the new candidate: learned gates absorb the flip."""
 
     def __init__(self, c):
         super().__init__()
@@ -101,16 +100,16 @@ class AdditiveAttention(nn.Module):
         keys: U_a h_j if already computed for this sentence (it does not depend on i)."""
         keys = self.U_a(annotations) if keys is None else keys
         e = self.v_a(torch.tanh(self.W_a(s_prev).unsqueeze(1) + keys)).squeeze(-1)  # [B, T]
+        e = e.to(torch.promote_types(e.dtype, torch.float32))  # a float32 softmax under bf16
         weights = F.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)  # exactly 0 on padding
-        context = torch.bmm(weights.unsqueeze(1), annotations).squeeze(1)
+        context = torch.bmm(weights.unsqueeze(1).to(annotations.dtype), annotations).squeeze(1)
         return context, weights
 
 
 class GatedUnit(nn.Module):
-    """The decoder's state update, A.2.2: s_i = (1 - z_i) s_{i-1} + z_i s~_i with
-    s~_i = tanh(W E y_{i-1} + U [r_i * s_{i-1}] + C c_i) and z_i, r_i = sigmoid(W_. E y_{i-1} +
-    U_. s_{i-1} + C_. c_i): the context enters all three. W E y is split off (`from_y`) so that
-    teacher forcing computes it for all steps at once."""
+    """The decoder's state update, A.2.2: s_i = (1 - z_i) s_{i-1} + z_i s~_i, s~_i = tanh(W E y_{i-1}
+    + U [r_i * s_{i-1}] + C c_i), z_i, r_i = sigmoid(W_. E y_{i-1} + U_. s_{i-1} + C_. c_i): c_i enters
+    all three. W E y is split off (`from_y`): teacher forcing computes it for all steps at once."""
 
     def __init__(self, embed_dim, context_dim, n):
         super().__init__()
@@ -174,8 +173,7 @@ class EncoderDecoder(nn.Module):
         return self.readout(s_prev, embedded, c), s, weights
 
     def forward(self, src, tgt_in, return_weights=False):
-        """Teacher forcing: src [B, S] (PAD-padded), tgt_in [B, T] -> logits [B, T, V]
-        (and the alignments [B, T, S] if asked)."""
+        """Teacher forcing: src [B, S] (PAD-padded), tgt_in [B, T] -> logits [B, T, V] (+ alignments)."""
         memory = self.encode(src)
         embedded = self.embed_target(tgt_in)            # [B, T, m]
         # the E y_{i-1} terms of every step at once; unbind, not y_parts[:, i], whose backward
@@ -241,16 +239,25 @@ def paper_init_(model):
             nn.init.normal_(p, std=0.01)
 
 
+def next_word_log_probs(logits, pad, bos):
+    """log p(y_i) [B, V] with PAD and BOS at -inf: a live hypothesis never emits them. A float32
+    island (for bf16 weights or autocast): beam scores add up over the steps."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    banned = torch.tensor([pad, bos], device=logits.device)
+    return F.log_softmax(logits.index_fill(-1, banned, float("-inf")), dim=-1)
+
+
 @torch.no_grad()
 def greedy_decode(model, src, max_len, bos=1, eos=2):
-    """src [B, S] -> LongTensor [B, L] of the most probable word at each step (after BOS)."""
-    memory = model.encode(src)
+    """src [B, S] -> LongTensor [B, L <= max_len]: the most probable word at each step, the first
+    EOS kept and PAD after it."""
+    memory, pad = model.encode(src), model.config.pad
     y = torch.full((src.size(0),), bos, dtype=torch.long, device=src.device)
     s, out = memory.s0, []
     done = torch.zeros_like(y, dtype=torch.bool)
     for _ in range(max_len):
         logits, s, _ = model.step(y, s, memory)
-        y = logits.argmax(-1)
+        y = next_word_log_probs(logits, pad, bos).argmax(-1).masked_fill(done, pad)
         out.append(y)
         done |= y == eos
         if done.all():
@@ -260,26 +267,29 @@ def greedy_decode(model, src, max_len, bos=1, eos=2):
 
 @torch.no_grad()
 def beam_search(model, src, beam_size, max_len, bos=1, eos=2):
-    """src [B, S] -> LongTensor [B, L], one sentence at a time. Each step keeps the beam_size best
-    extensions of the live hypotheses; one that ends with EOS leaves the beam for good."""
-    results = []
+    """src [B, S] -> LongTensor [B, L] as greedy_decode's, one sentence at a time. Each step keeps the
+    beam_size best extensions of the live hypotheses; one that ends with EOS leaves the beam for good."""
+    results, pad = [], model.config.pad
     for row in src:
-        memory = model.encode(row[row != model.config.pad].unsqueeze(0))
+        memory = model.encode(row[row != pad].unsqueeze(0))
         s, tokens, scores = memory.s0, [[]], torch.zeros(1, device=src.device)
         finished = []  # (log-probability, tokens)
         for _ in range(max_len):
             logits, s, _ = model.step(torch.tensor([t[-1] if t else bos for t in tokens],
                                                    device=src.device), s, memory.repeat(len(tokens)))
-            total = (scores.unsqueeze(1) + F.log_softmax(logits, -1)).flatten()
+            log_p = next_word_log_probs(logits, pad, bos)
+            total = (scores.unsqueeze(1) + log_p).flatten()
             top_scores, top = total.topk(min(beam_size - len(finished), total.numel()))
             keep = []
             for score, index in zip(top_scores.tolist(), top.tolist()):
-                parent, word = divmod(index, logits.size(-1))
+                if score == float("-inf"):  # PAD or BOS: fewer allowed words than the beam
+                    break
+                parent, word = divmod(index, log_p.size(-1))
                 if word == eos:
                     finished.append((score, tokens[parent] + [word]))
                 else:
                     keep.append((score, parent, word))
-            scores = torch.tensor([k[0] for k in keep], device=src.device)
+            scores = torch.tensor([k[0] for k in keep], dtype=total.dtype, device=src.device)
             s = s[[k[1] for k in keep]]
             tokens = [tokens[k[1]] + [k[2]] for k in keep]
             if not keep:
@@ -287,4 +297,4 @@ def beam_search(model, src, beam_size, max_len, bos=1, eos=2):
         finished += list(zip(scores.tolist(), tokens))  # still alive at max_len
         results.append(max(finished, key=lambda f: f[0])[1])
     width = max(len(t) for t in results)
-    return torch.tensor([t + [eos] * (width - len(t)) for t in results], device=src.device)
+    return torch.tensor([t + [pad] * (width - len(t)) for t in results], device=src.device)

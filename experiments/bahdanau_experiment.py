@@ -34,11 +34,11 @@ def length_sorted_batches(task, batch_size, rng, pool=20):
 def add_flags(p):
     train.add_shared_flags(p, steps=3000, batch_size=64, lr=3e-3, eval_every=100)
     translation.add_translation_args(p, max_len=40)
-    p.add_argument("--embed-dim", type=train.positive_int, default=32, help="word embedding m (paper: 620)")
-    p.add_argument("--hidden", type=train.positive_int, default=64, help="GRU state n (paper: 1000)")
-    p.add_argument("--align-dim", type=train.positive_int, default=64, help="alignment MLP n' (paper: 1000)")
-    p.add_argument("--maxout", type=train.positive_int, default=32, help="maxout units l (paper: 500)")
-    p.add_argument("--clip", type=train.positive_float, default=1.0, help="gradient-norm clip (paper: 1)")
+    p.add_argument("--embed-dim", type=train.int_in(1, 4096), default=32, help="word embedding m (paper: 620)")
+    p.add_argument("--hidden", type=train.int_in(1, 4096), default=64, help="GRU state n (paper: 1000)")
+    p.add_argument("--align-dim", type=train.int_in(1, 4096), default=64, help="alignment MLP n' (paper: 1000)")
+    p.add_argument("--maxout", type=train.int_in(1, 4096), default=32, help="maxout units l (paper: 500)")
+    p.add_argument("--clip", type=train.float_in(1e-6, 1e6), default=1.0, help="gradient-norm clip (paper: 1)")
     p.add_argument("--paper-init", action="store_true", help="Appendix B.1 initialisation")
 
 
@@ -70,7 +70,8 @@ def run(args):
             lambda: [t.to(args.device) for t in next(batches)], loss_fn,
             evaluate=lambda m: translation.teacher_forced_scores(m, task, test_pairs, args.device),
             solved=lambda metrics: variant == "RNNsearch" and metrics["exact_match"] >= args.target,
-            steps=steps, eval_every=args.eval_every, clip=args.clip, label=variant, **train.precision(args))
+            steps=steps, eval_every=args.eval_every, clip=args.clip, label=variant,
+            **train.settings(args, "toy-translation", variant, task.vocab))
         # equal steps: the baseline trains exactly as long as RNNsearch did, with no early stop
         steps = history["steps"]
         decode, scores = translation.decode_held_out(args, task, test_pairs, bd, model, variant)

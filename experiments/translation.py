@@ -62,10 +62,11 @@ class ToyTranslation:
         return len(self.vocab)
 
     def buckets(self):
-        """Source-length buckets for the per-length table: 4-10, 11-20, ..., up to max_len."""
+        """Source-length buckets for the per-length table: 4-10, 11-20, ..., up to max_len, each
+        cut to [min_len, max_len] (--min-len 35: one bucket 35-40)."""
         edges = list(range(10, self.max_len, 10)) + [self.max_len]
         lows = [self.min_len] + [e + 1 for e in edges[:-1]]
-        return [(lo, hi) for lo, hi in zip(lows, edges) if lo <= hi]
+        return [(max(lo, self.min_len), hi) for lo, hi in zip(lows, edges) if hi >= self.min_len]
 
     def sample(self, rng):
         """One (source ids, target ids) pair; the target has neither BOS nor EOS."""
@@ -105,18 +106,18 @@ class ToyTranslation:
 
 
 def add_translation_args(p, max_len):
-    p.add_argument("--min-len", type=train.positive_int, default=4, help="shortest source sentence (tokens)")
-    p.add_argument("--max-len", type=train.positive_int, default=max_len, help="longest source sentence (tokens)")
-    p.add_argument("--test-size", type=train.positive_int, default=1000, help="held-out sentences")
-    p.add_argument("--beam", type=train.positive_int, default=1,
+    p.add_argument("--min-len", type=train.int_in(2, 500), default=4, help="shortest source sentence (tokens)")
+    p.add_argument("--max-len", type=train.int_in(2, 500), default=max_len, help="longest source sentence (tokens)")
+    p.add_argument("--test-size", type=train.int_in(1, 100_000), default=1000, help="held-out sentences")
+    p.add_argument("--beam", type=train.int_in(1, 64), default=1,
                    help="beam width for the final held-out decoding (1 = greedy)")
-    p.add_argument("--target", type=float, default=0.99,
+    p.add_argument("--target", type=train.float_in(0, 1), default=0.99,
                    help="held-out exact match that counts as solved (teacher forced during training, "
                         "then checked with the final decoding)")
 
 
 def check_translation_args(args):
-    if args.min_len < 2 or args.min_len > args.max_len:
+    if args.min_len > args.max_len:
         raise train.UsageError(f"need 2 <= --min-len <= --max-len, got {args.min_len} and {args.max_len}")
 
 
@@ -137,8 +138,10 @@ def translation_scores(task, pairs, exact, correct):
     scores = {"exact_match": exact.mean(), "token_accuracy": correct.sum() / totals.sum()}
     for lo, hi in task.buckets():
         inside = (lengths >= lo) & (lengths <= hi)
-        scores[f"len {lo}-{hi}"] = {"exact_match": round(exact[inside].mean(), 4),
-                                    "token_accuracy": round(correct[inside].sum() / totals[inside].sum(), 4)}
+        # a bucket without a held-out sentence scores None (JSON null), not NaN (not JSON)
+        scores[f"len {lo}-{hi}"] = None if not inside.any() else {
+            "exact_match": round(exact[inside].mean(), 4),
+            "token_accuracy": round(correct[inside].sum() / totals[inside].sum(), 4)}
     return scores
 
 
@@ -212,7 +215,10 @@ def bucket_table(task, scores_by_variant):
         row = [name]
         for scores in scores_by_variant.values():
             cell = scores if name == "all" else scores[name]
-            row += [f"{cell['exact_match']:.3f}", f"{cell['token_accuracy']:.3f}"]
+            if cell is None:  # no held-out sentence of these lengths
+                row += ["-", "-"]
+            else:
+                row += [f"{cell['exact_match']:.3f}", f"{cell['token_accuracy']:.3f}"]
         rows.append(row)
     return None, headers, rows
 
