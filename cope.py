@@ -26,6 +26,9 @@ Paper vs this file:
   layer shared by its heads; the paper's relative baseline has a vector per distance in the same
   way but its exact implementation differs in detail (padding beyond npos_max).
 - RoPE uses the usual rotate-half pairing and base 10000 (the paper does not give its variant).
+- Precision: any weight dtype (float32, float64, bfloat16) and autocast. The gates, positions, the
+  interpolation and the softmax run in at least float32 (`wide`): a bf16 sum of hundreds of gates
+  would lose the integer part of a position.
 - Init: weights N(0, 0.02) as in GPT-2 (not stated in the paper); the CoPE table at zero as in
   the authors' code; embeddings tied as in their runs.
 - Training (the experiment): fresh programs every step, batch 32, AdamW lr 2e-3 with warmup and cosine
@@ -68,6 +71,11 @@ class CoPEConfig:
             raise ValueError(f"npos_max must be at least 2, got {self.npos_max}")
 
 
+def wide(x):
+    """x in at least float32 (float64 stays float64): the dtype of the numerically delicate steps."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class SuffixSum(torch.autograd.Function):
     """s_j = sum_{k>=j} x_k along the last axis, as the row total minus the sum before j. Its gradient
     is the prefix sum of the incoming one (a suffix sum's transpose), written out: autograd's
@@ -94,14 +102,14 @@ class CoPE(nn.Module):
 
     def gates(self, attn_logits):
         # g_ij = sigmoid(q_i . k_j); a masked (future) logit is -inf, so its gate is exactly 0.
-        # float32 even under bf16 autocast: the positions add up hundreds of gates (see positions)
-        return torch.sigmoid(attn_logits.float())
+        # float32 even in bf16: the positions add up hundreds of gates (see positions)
+        return torch.sigmoid(wide(attn_logits))
 
     def positions(self, gates):
         """p_ij = sum_{k=j..i} g_ik: a sum from the right along the keys (masked gates are 0, so
         summing to the end of the row is summing to i), clamped to p_max. float32, because a bf16
         sum of hundreds of gates loses their integer part."""
-        return SuffixSum.apply(gates.float()).clamp(0, self.npos_max - 1)  # min 0: rounding noise
+        return SuffixSum.apply(wide(gates)).clamp(0, self.npos_max - 1)  # min 0: rounding noise
 
     def interpolate(self, query, positions):
         """q_i . e[p_ij] for fractional p (section 3), in the cheapest order: the logits l[n] = q_i . e[n]
@@ -112,7 +120,7 @@ class CoPE(nn.Module):
         T = positions.shape[-1]
         npos = min(self.npos_max, T + 1)      # p_ij <= i - j + 1 <= T: larger rows are never read
         # float32: in bf16, l[n] - n s[n] (n up to npos_max) would cancel away the fraction
-        logits_int = torch.matmul(query, self.pos_emb[..., :npos]).float()      # [.., T, npos]
+        logits_int = wide(torch.matmul(query, self.pos_emb[..., :npos].to(query.dtype)))  # [.., T, npos]
         slope = F.pad(logits_int.diff(dim=-1), (0, 1))   # s[top] = 0: p clamped at the top reads l[top]
         offset = logits_int - torch.arange(npos, device=query.device) * slope  # l[n] - n s[n]
         floor = positions.detach().long()                # p >= 0, so truncation is the floor
@@ -133,12 +141,12 @@ def relative_positions(T, npos_max, device=None):
 def rope_rotate(x, base=10000.0):
     """Rotary position embedding on x [.., T, d] (Su et al. 2021), rotate-half pairing:
     dimension k is paired with k + d/2 and rotated by angle t * base^(-2k/d) at position t."""
-    T, d = x.shape[-2], x.shape[-1]
-    inv_freq = base ** (-torch.arange(0, d // 2, device=x.device, dtype=torch.float32) * 2 / d)
-    angles = torch.arange(T, device=x.device, dtype=torch.float32)[:, None] * inv_freq  # [T, d/2]
+    T, d, dtype = x.shape[-2], x.shape[-1], torch.promote_types(x.dtype, torch.float32)
+    inv_freq = base ** (-torch.arange(0, d // 2, device=x.device, dtype=dtype) * 2 / d)
+    angles = torch.arange(T, device=x.device, dtype=dtype)[:, None] * inv_freq  # [T, d/2], float32+
     cos, sin = angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)
     first, second = x[..., : d // 2], x[..., d // 2:]
-    return x * cos + torch.cat([-second, first], dim=-1) * sin
+    return (x * cos + torch.cat([-second, first], dim=-1) * sin).to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -173,10 +181,10 @@ class CausalSelfAttention(nn.Module):
         elif self.pos == "rel":
             relative = relative_positions(T, self.cope.npos_max, x.device)
             logits = self.cope.interpolate(q, relative).add_(logits)
-        attention = F.softmax(logits.float(), dim=-1)   # float32 under autocast too
+        attention = F.softmax(wide(logits), dim=-1)     # float32 in bf16 too
         if self.record:
             self.last_attention = attention.detach()
-        out = self.dropout(attention) @ v                                   # [B, H, T, head_dim]
+        out = self.dropout(attention).to(v.dtype) @ v                      # [B, H, T, head_dim]
         return self.proj(out.transpose(1, 2).reshape(B, T, C))
 
 

@@ -38,14 +38,11 @@ def collate_targets(samples):
 
 
 class Vocabulary:
-    """A task's tokens: token id = index in the class's `vocab` (SPECIALS first)."""
+    """A task's tokens: token id = index in the class's `vocab` (SPECIALS first). Each task sets
+    max_tokens, a bound on the length of its samples."""
 
     def __init__(self):
-        self.id = {word: i for i, word in enumerate(self.vocab)}
-
-    @property
-    def vocab_size(self):
-        return len(self.vocab)
+        self.id, self.vocab_size = {word: i for i, word in enumerate(self.vocab)}, len(self.vocab)
 
     def words(self, ids):
         return [self.vocab[i] for i in ids]
@@ -63,17 +60,11 @@ class CountingTask(Vocabulary):
     max_value = 10
 
     def __init__(self, n_vars=3, min_statements=3, max_statements=32):
-        if not 1 <= n_vars <= 26:
-            raise ValueError(f"n_vars must be in 1..26, got {n_vars}")
-        if not 1 <= min_statements <= max_statements:
-            raise ValueError(f"need 1 <= min_statements <= max_statements, got "
-                             f"{min_statements} and {max_statements}")
+        if not (1 <= n_vars <= 26 and 1 <= min_statements <= max_statements):
+            raise ValueError(f"need 1 <= n_vars {n_vars} <= 26, 1 <= statements {min_statements}..{max_statements}")
         super().__init__()
         self.n_vars, self.min_statements, self.max_statements = n_vars, min_statements, max_statements
-
-    def max_tokens(self):
-        """A bound on the length of a sample: 4 tokens for the longest statement, 3 for the question."""
-        return 4 * self.max_statements + 3
+        self.max_tokens = 4 * max_statements + 3   # 4 tokens for the longest statement, 3 for the question
 
     def _statement(self, rng, values):
         while True:  # the official generator redraws a statement it cannot make
@@ -113,38 +104,43 @@ class CountingTask(Vocabulary):
 
 
 def run_program(context, variable):
-    """A reference interpreter of a counting program: the value `print variable` shows."""
-    values = {}
-    for statement in context.replace(";", "; ").split(";"):
-        words = statement.split()
-        if len(words) == 3 and words[1] == "=":
-            values[words[0]] = int(words[2])
-        elif len(words) == 2 and words[1] == "++":
-            values[words[0]] += 1
+    """A reference interpreter of a counting program, on the whitespace tokens the model reads: the
+    value `print variable` shows. ValueError on a statement other than `x = N ;`, `x ++;`, `pass;`
+    (x a letter), and on a variable used before it is set."""
+    values, words, n = {}, context.split(), 0
+    while n < len(words):
+        var, rest, letter = words[n], words[n + 1:n + 4], len(words[n]) == 1 and words[n].isalpha()
+        if var == "pass;":
+            n += 1
+        elif letter and rest[:1] == ["++;"] and var in values:
+            values[var], n = values[var] + 1, n + 2
+        elif letter and len(rest) == 3 and rest[0] == "=" and rest[1].isdigit() and rest[2] == ";":
+            values[var], n = int(rest[1]), n + 4
+        else:
+            raise ValueError(f"{' '.join(words[n:n + 4])!r} is not `x = 0 ;`, `x ++;` of a set x, or `pass;`")
+    if variable not in values:
+        raise ValueError(f"`print {variable}` of a variable the program never sets")
     return values[variable]
 
 
-def read_counting_jsonl(path):
-    """Examples of the authors' generator, one JSON object a line; ValueError says what is wrong."""
-    examples = []
-    try:
-        with open(path) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    example = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not JSON ({error.msg})")
-                if not isinstance(example, dict) or not all(
-                        isinstance(example.get(k), str) for k in ("context", "question", "answer")):
-                    raise ValueError(f"{path}:{number}: need string fields context, question, answer")
-                examples.append(example)
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}")
-    if not examples:
-        raise ValueError(f"{path}: no examples")
-    return examples
+MAX_STATEMENTS = 1024    # a program's statements, flags and files (paper: up to 512): bounds its length
+MAX_LINE = 1 << 16       # characters of a --data line (1024 statements take under 8,000)
+
+
+def check_example(example):
+    """One line of a --data file, returned if its answer is what run_program prints; ValueError if not."""
+    if not isinstance(example, dict) or not all(isinstance(example.get(k), str) and example[k].strip()
+                                                for k in ("context", "question", "answer")):
+        raise ValueError("need non-empty string fields context, question, answer")
+    context, question = example["context"].lower(), example["question"].lower().split()
+    if context.count(";") > MAX_STATEMENTS:   # every statement ends in ;
+        raise ValueError(f"a program of {context.count(';')} statements (at most {MAX_STATEMENTS})")
+    if len(question) != 2 or question[0] != "print":
+        raise ValueError(f"question {example['question']!r} is not `print x`")
+    value = run_program(context, question[1])
+    if example["answer"].strip() != str(value):
+        raise ValueError(f"answer {example['answer']!r}, but the program prints {value}")
+    return example
 
 
 class FlipFlop(Vocabulary):
@@ -158,10 +154,7 @@ class FlipFlop(Vocabulary):
         if length < 2 or not 0 <= p_ignore < 1:
             raise ValueError(f"need length >= 2 and 0 <= p_ignore < 1, got {length} and {p_ignore}")
         super().__init__()
-        self.length, self.p_ignore = length, p_ignore
-
-    def max_tokens(self):
-        return 2 * self.length
+        self.length, self.p_ignore, self.max_tokens = length, p_ignore, 2 * length
 
     def sample(self, rng):
         p_rw = (1 - self.p_ignore) / 2
@@ -187,10 +180,7 @@ class SelectiveCopy(Vocabulary):
             raise ValueError(f"need n_tokens >= 1 and n_blanks >= 0, got {n_tokens} and {n_blanks}")
         super().__init__()
         self.n_tokens, self.n_blanks = n_tokens, n_blanks
-        self.symbols = [self.id[c] for c in "ABCDEFGH"]
-
-    def max_tokens(self):
-        return 2 * self.n_tokens + self.n_blanks + 1
+        self.symbols, self.max_tokens = [self.id[c] for c in "ABCDEFGH"], 2 * n_tokens + n_blanks + 1
 
     def sample(self, rng):
         tokens = [int(t) for t in rng.choice(self.symbols, size=self.n_tokens)]
@@ -207,9 +197,8 @@ def task_sets(args):
     out of it (longer programs; dense and sparse strings)."""
     try:
         if args.task == "counting":
-            if args.max_statements < 3 or args.ood_statements <= args.max_statements:
-                raise train.UsageError(f"need 3 <= --max-statements < --ood-statements, got "
-                                       f"{args.max_statements} and {args.ood_statements}")
+            if args.ood_statements <= args.max_statements:
+                raise train.UsageError(f"need --max-statements {args.max_statements} < --ood-statements")
             train_task = CountingTask(args.vars, 3, args.max_statements)
             return train_task, {"": train_task, "ood": CountingTask(
                 args.vars, args.max_statements + 1, args.ood_statements)}
@@ -224,18 +213,31 @@ def task_sets(args):
 
 
 def file_samples(task, path):
-    """--data / --eval-data: the programs of a file, encoded as samples."""
+    """--data / --eval-data: the programs of a file of the official generator (one JSON object a
+    line), checked and encoded; UsageError names the line (bytes that are not UTF-8: unknown tokens)."""
+    samples = []
     try:
-        return [task.encode(example) for example in read_counting_jsonl(path)]
-    except ValueError as error:
-        raise train.UsageError(f"--data/--eval-data {path}: {error}")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(iter(lambda: f.readline(MAX_LINE + 1), ""), 1):
+                try:
+                    if len(line) > MAX_LINE or not line.strip():
+                        raise ValueError(f"a line of over {MAX_LINE} characters" if line.strip() else "empty line")
+                    samples.append(task.encode(check_example(json.loads(line))))   # JSONDecodeError: a ValueError
+                except (ValueError, RecursionError) as error:   # RecursionError: JSON nested too deep
+                    raise train.UsageError(f"{path}:{number}: {error}")
+    except OSError as error:
+        raise train.UsageError(f"cannot read {path}: {error.strerror}")
+    if not samples:
+        raise train.UsageError(f"{path}: no programs")
+    return samples
 
 
 # ---- training one model ----
 
-def errors(model, samples, device, batch_size=250):
+def errors(model, samples, device):
     """Fraction of target tokens predicted wrong, and of sequences with any target wrong."""
     wrong_tokens = targets_seen = wrong_sequences = 0
+    batch_size = max(1, min(250, 2 ** 24 // max(len(s) for s, _ in samples) ** 2))   # [B, T, T] bounded
     for start in range(0, len(samples), batch_size):
         inputs, targets = (t.to(device) for t in collate_targets(samples[start:start + batch_size]))
         mask = targets != -100
@@ -246,17 +248,9 @@ def errors(model, samples, device, batch_size=250):
     return wrong_tokens / targets_seen, wrong_sequences / len(samples)
 
 
-def train_one(args, pos, seed, steps, train_task, test_sets, train_samples, label):
-    """Train one model (position encoding `pos`, one seed) and return (run, metrics, model)."""
+def train_one(args, config, seed, steps, train_task, test_sets, train_samples, label):
+    """Train one model (config.pos, one seed) and return (run, metrics, model)."""
     rng = train.seed_everything(seed)
-    block_size = max([train_task.max_tokens()] + [len(ids) for samples in test_sets.values() for ids, _ in samples]
-                     + [len(ids) for ids, _ in train_samples or []])
-    try:
-        config = cope.CoPEConfig(vocab_size=train_task.vocab_size, block_size=block_size, n_layer=args.layers,
-                                 n_head=args.heads, d_model=args.d_model, d_ff=4 * args.d_model,
-                                 npos_max=args.npos_max, pos=pos)
-    except ValueError as error:
-        raise train.UsageError(error)
     model = cope.CoPETransformer(config).to(args.device)
 
     def next_batch():  # fresh samples every step, or a draw from the --data file
@@ -285,7 +279,7 @@ def train_one(args, pos, seed, steps, train_task, test_sets, train_samples, labe
     cpu_start = time.process_time()   # CPU time of this process: less skewed by a busy machine
     run = train.training_loop(model, optimizer, next_batch, loss_fn, evaluate,
                               lambda m: not no_early_stop and m["error"] <= args.target, steps, args.eval_every,
-                              lr_at=lr_at, label=label, **train.precision(args))
+                              lr_at=lr_at, label=label, **train.settings(args, args.task, config.pos, train_task.vocab))
     losses = run["losses"]
     metrics = dict(run["metrics"], parameters=train.count_parameters(model),
                    ms_per_step=round(1000 * run["seconds"] / run["steps"], 1),
@@ -347,30 +341,30 @@ def add_flags(p):
                    help="counting programs (section 4.3), flip-flop (4.1) or selective copy (4.2)")
     p.add_argument("--pos", choices=["cope", "abs", "rel", "rope", "none"], default="cope",
                    help="position encoding (without --compare)")
-    p.add_argument("--seeds", type=train.positive_int, default=None,
+    p.add_argument("--seeds", type=train.int_in(1, 100), default=None,
                    help="seeds per variant, from --seed on (None: 3 with --compare, else 1)")
-    p.add_argument("--d-model", type=train.positive_int, default=64, help="model width (paper: 256)")
-    p.add_argument("--layers", type=train.positive_int, default=2, help="layers (paper: 4)")
-    p.add_argument("--heads", type=train.positive_int, default=4, help="attention heads (paper: 4)")
-    p.add_argument("--npos-max", type=train.positive_int, default=64,
+    p.add_argument("--d-model", type=train.int_in(1, 4096), default=64, help="model width (paper: 256)")
+    p.add_argument("--layers", type=train.int_in(1, 64), default=2, help="layers (paper: 4)")
+    p.add_argument("--heads", type=train.int_in(1, 64), default=4, help="attention heads (paper: 4)")
+    p.add_argument("--npos-max", type=train.int_in(2, 4096), default=64,
                    help="CoPE / relative position table size; positions are clamped to npos_max - 1")
-    p.add_argument("--test-size", type=train.positive_int, default=500, help="sequences in each held-out set")
-    p.add_argument("--target", type=float, default=0.01,
+    p.add_argument("--test-size", type=train.int_in(1, 100000), default=500, help="sequences in each held-out set")
+    p.add_argument("--target", type=train.float_in(-1, 1), default=0.01,
                    help="in-distribution error that counts as solved (negative: never stop early)")
-    p.add_argument("--vars", type=train.positive_int, default=3, help="counting: variables (paper: 1, 3, 5)")
-    p.add_argument("--max-statements", type=train.positive_int, default=32,
+    p.add_argument("--vars", type=train.int_in(1, 26), default=3, help="counting: variables (paper: 1, 3, 5)")
+    p.add_argument("--max-statements", type=train.int_in(3, MAX_STATEMENTS - 1), default=32,
                    help="counting: training programs have 3..this many statements (paper: 512)")
-    p.add_argument("--ood-statements", type=train.positive_int, default=64,
+    p.add_argument("--ood-statements", type=train.int_in(4, MAX_STATEMENTS), default=64,
                    help="counting: the OOD test programs have max-statements+1..this many statements")
     p.add_argument("--data", metavar="FILE.jsonl",
                    help="counting: train on these programs (the official generator's JSON lines)")
     p.add_argument("--eval-data", metavar="FILE.jsonl",
                    help="counting: also report the error on these programs")
-    p.add_argument("--length", type=train.positive_int, default=32, help="flip-flop: instructions per string")
-    p.add_argument("--p-ignore", type=float, default=0.8,
+    p.add_argument("--length", type=train.int_in(2, 1024), default=32, help="flip-flop: instructions per string")
+    p.add_argument("--p-ignore", type=train.float_in(0, 1), default=0.8,
                    help="flip-flop: training ignore probability (tests: dense 0.1, sparse 0.98)")
-    p.add_argument("--tokens", type=train.positive_int, default=8, help="selective copy: tokens to copy")
-    p.add_argument("--blanks", type=train.positive_int, default=16,
+    p.add_argument("--tokens", type=train.int_in(1, 256), default=8, help="selective copy: tokens to copy")
+    p.add_argument("--blanks", type=train.int_in(1, 1024), default=16,
                    help="selective copy: training blanks (tests: dense half, sparse twice as many)")
 
 
@@ -387,6 +381,14 @@ def run(args):
     if args.eval_data:
         test_sets["file"] = file_samples(train_task, args.eval_data)
     variants = ["cope", "abs", "rope"] if args.compare else [args.pos]
+    block_size = max([train_task.max_tokens] + [len(ids) for s in [*test_sets.values(), train_samples or []]
+                                                  for ids, _ in s])
+    try:  # every variant's model, checked before any training starts
+        configs = {pos: cope.CoPEConfig(vocab_size=train_task.vocab_size, block_size=block_size, n_layer=args.layers,
+                                        n_head=args.heads, d_model=args.d_model, d_ff=4 * args.d_model,
+                                        npos_max=args.npos_max, pos=pos) for pos in variants}
+    except ValueError as error:
+        raise train.UsageError(error)
     seeds = args.seeds or (3 if args.compare else 1)
     print(f"task {args.task}: " + ", ".join(
         f"{name or 'in distribution'} {len(s)} held-out sequences of {min(len(x) for x, _ in s)}-"
@@ -396,7 +398,7 @@ def run(args):
         runs = []
         for n in range(seeds):
             label = pos if seeds == 1 else f"{pos} seed {args.seed + n}"
-            one_run, metrics, model = train_one(args, pos, args.seed + n, steps, train_task, test_sets,
+            one_run, metrics, model = train_one(args, configs[pos], args.seed + n, steps, train_task, test_sets,
                                                 train_samples, label)
             if n == 0:
                 print(f"{pos}: {metrics['parameters']:,} parameters, device {args.device}")
