@@ -33,8 +33,12 @@ Paper vs this file:
 - The retrieval experiment (the experiment) stores random +-1 patterns, so that the binary networks apply
   too, and uses beta = 1: the layers' 1/sqrt(d) (1/8 at d = 64) is soft enough that iterating the
   update ends in metastable averages once N >= d (measured; see the notes).
-- MIL baselines (mean, max pooling) replace the Hopfield projections by a per-instance MLP sized to
-  match the parameter count; they are not from the paper, which compares against published methods.
+- MIL baselines (mean, max pooling) replace the Hopfield projections by a per-instance MLP
+  d -> hidden -> d * n_patterns whose hidden width matches HopfieldPooling's parameter count (to half
+  a hidden unit, for widths >= 8 and any heads, d_head and number of queries); not from the paper,
+  which compares against published methods.
+- Precision: any weight dtype (float32, float64, bfloat16) and autocast; the softmax of `update` and
+  of the layers, `lse` and `energy` run in float32 at least (float32 islands, see each).
 """
 import math
 from dataclasses import dataclass
@@ -91,8 +95,11 @@ def energy(xi, X, beta):
 
 
 def update(xi, X, beta):
-    """xi_new = X softmax(beta X^T xi) (section 2): one concave-convex step, i.e. one attention step."""
-    return torch.softmax(beta * xi @ X.T, dim=-1) @ X
+    """xi_new = X softmax(beta X^T xi) (section 2): one concave-convex step, i.e. one attention step.
+    The softmax runs in float32 at least (bf16 keeps 8 bits: its exp of beta X^T xi loses the small
+    weights), then the weights take X's dtype for the product."""
+    p = torch.softmax(at_least_float32(beta * xi @ X.T), dim=-1)
+    return p.to(X.dtype) @ X
 
 
 def retrieve(xi, X, beta, max_steps=100, tol=1e-4):
@@ -182,9 +189,11 @@ class Hopfield(nn.Module):
             logits = self.beta * q @ k.transpose(-1, -2)                   # [B, H, S, N]
             if padding is not None:
                 logits = logits.masked_fill(padding[:, None, None, :], float("-inf"))
-            attention = torch.softmax(logits.float(), dim=-1)              # float32 under autocast too
-            q = attention @ k                                              # the update, in the K space
-        Z = (attention @ v).transpose(1, 2).reshape(R.shape[0], R.shape[1], -1)
+            # float32 island (float64 kept): the softmax of bf16 logits, with bf16 weights or under
+            # autocast, would round the association to 8 bits; the products then run in k's dtype
+            attention = torch.softmax(at_least_float32(logits), dim=-1)
+            q = attention.to(k.dtype) @ k                                  # the update, in the K space
+        Z = (attention.to(v.dtype) @ v).transpose(1, 2).reshape(R.shape[0], R.shape[1], -1)
         return self.W_O(Z), attention
 
 
@@ -230,10 +239,13 @@ class MILClassifier(nn.Module):
             self.pool = HopfieldPooling(config)
         else:
             # same parameter count: the projections of HopfieldPooling become a per-instance MLP
+            # d -> hidden -> d * n_patterns (as wide as the pooled queries), with
+            # 2d (LayerNorm) + hidden (d + 1) + (hidden + 1) d n_patterns parameters
             target = sum(p.numel() for p in HopfieldPooling(config).parameters())
-            hidden = max(1, round((target - 3 * d) / (2 * d + 1)))
+            out = d * config.n_patterns
+            hidden = max(1, round((target - 2 * d - out) / (d + 1 + out)))
             self.per_instance = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hidden), nn.ReLU(),
-                                              nn.Linear(hidden, d * config.n_patterns))
+                                              nn.Linear(hidden, out))
         self.head = nn.Sequential(nn.Linear(d * config.n_patterns, d), nn.ReLU(), nn.Linear(d, 1))
 
     def forward(self, bags):

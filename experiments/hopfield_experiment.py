@@ -66,11 +66,10 @@ class WitnessBags:
         x, k = bags.double(), self.witnesses
         log_r = (-((x - torch.tensor(self.motif)) ** 2).sum(-1) / (2 * self.noise ** 2)
                  - self.dim * np.log(self.noise) + (x ** 2).sum(-1) / 2)               # [n, bag_size]
-        log_e = [torch.zeros(len(x), dtype=torch.float64)] + [torch.full((len(x),), -np.inf,
-                                                                         dtype=torch.float64)] * k
-        for i in range(self.bag_size):
-            for j in range(k, 0, -1):
-                log_e[j] = torch.logaddexp(log_e[j], log_r[:, i] + log_e[j - 1])
+        log_e = torch.full((k + 1, len(x)), -np.inf, dtype=torch.float64)       # log e_j, j = 0..k
+        log_e[0] = 0.0
+        for i in range(self.bag_size):  # e_j += r_i e_{j-1} for every j at once, from the old e
+            log_e[1:] = torch.logaddexp(log_e[1:], log_r[:, i] + log_e[:-1])
         log_subsets = sum(np.log(self.bag_size - j) - np.log(j + 1) for j in range(k))
         return log_e[k] - log_subsets
 
@@ -79,43 +78,89 @@ class WitnessBags:
 # The run
 # ---------------------------------------------------------------------------------------------
 
+MAX_VALUES = 2 ** 26  # values one tensor of a run may hold (256 MB in float32): the cross-flag bound
+
+
 def add_flags(p):
     train.add_shared_flags(p, steps=2000, batch_size=32, lr=1e-3, eval_every=20)
     p.add_argument("--task", choices=["mil", "retrieval"], default="mil",
                    help="mil: train HopfieldPooling on bags; retrieval: no training, capacity table")
-    p.add_argument("--dim", type=train.positive_int, help="instance width (mil, default 16) or pattern "
+    p.add_argument("--dim", type=train.int_in(1, 4096), help="instance width (mil, default 16) or pattern "
                    "dimension d (retrieval, default 64)")
-    p.add_argument("--beta", type=train.positive_float, help="inverse temperature; default 1/sqrt(d_k) in the "
-                   "MIL layer (section 3), 1 for retrieval")
+    p.add_argument("--beta", type=train.float_in(1e-6, 1e6), help="inverse temperature; default 1/sqrt(d_k) "
+                   "in the MIL layer (section 3), 1 for retrieval")
     # the MIL flags, read by run
-    p.add_argument("--bag-size", type=train.positive_int, default=200, help="mil: instances per bag")
-    p.add_argument("--witnesses", type=train.positive_int, default=2, help="mil: witnesses in a positive bag")
-    p.add_argument("--noise", type=float, default=0.5, help="mil: spread (> 0) of the witnesses around the motif")
-    p.add_argument("--d-model", type=train.positive_int, default=32, help="mil: model width")
-    p.add_argument("--heads", type=train.positive_int, default=1, help="mil: Hopfield heads (library default 1)")
-    p.add_argument("--update-steps", type=train.positive_int, default=1, help="mil: Hopfield updates per pooling")
-    p.add_argument("--test-size", type=train.positive_int, default=1000, help="mil: held-out bags")
-    p.add_argument("--target", type=float, default=0.95, help="mil: held-out accuracy that counts as solved")
+    p.add_argument("--bag-size", type=train.int_in(1, 100_000), default=200, help="mil: instances per bag")
+    p.add_argument("--witnesses", type=train.int_in(1, 1000), default=2,
+                   help="mil: witnesses in a positive bag (at most --bag-size)")
+    p.add_argument("--noise", type=train.float_in(1e-3, 100.0), default=0.5,
+                   help="mil: spread (> 0) of the witnesses around the motif")
+    p.add_argument("--d-model", type=train.int_in(8, 4096), default=32, help="mil: model width")
+    p.add_argument("--heads", type=train.int_in(1, 64), default=1,
+                   help="mil: Hopfield heads, dividing --d-model (library default 1)")
+    p.add_argument("--queries", type=train.int_in(1, 64), default=1,
+                   help="mil: learned queries (state patterns) of HopfieldPooling (library: quantity 1)")
+    p.add_argument("--update-steps", type=train.int_in(1, 64), default=1, help="mil: Hopfield updates per pooling")
+    p.add_argument("--test-size", type=train.int_in(1, 100_000), default=1000, help="mil: held-out bags")
+    p.add_argument("--target", type=train.float_in(0.0, 2.0), default=0.95,
+                   help="mil: held-out accuracy that counts as solved (above 1: never stop early)")
     # the retrieval flags, read by run_retrieval
-    p.add_argument("--max-patterns", type=train.positive_int, default=16384,
+    p.add_argument("--max-patterns", type=train.int_in(2, 2 ** 20), default=16384,
                    help="retrieval: largest N (the table doubles N from 2)")
-    p.add_argument("--probes", type=train.positive_int, default=100, help="retrieval: queries per N")
+    p.add_argument("--probes", type=train.int_in(1, 100_000), default=100, help="retrieval: queries per N")
     p.add_argument("--query", choices=["mask", "flip"], default="mask",
                    help="retrieval: mask the last part of each pattern (set to 0) or flip random bits")
-    p.add_argument("--corrupt", type=float, default=0.5, help="retrieval: fraction of bits masked or flipped")
+    p.add_argument("--corrupt", type=train.float_in(0.0, 1.0), default=0.5,
+                   help="retrieval: fraction of bits masked or flipped, strictly between 0 and 1")
+
+
+def values_per_bag(args):
+    """Roughly the activations one bag holds in training: its instances, and per instance the
+    embedding, norms and projections (about 8 d_model) and the baselines' output (d_model x queries)."""
+    return args.bag_size * (args.dim + args.d_model * (8 + args.queries))
+
+
+def check_sizes(args):
+    """Cross-flag bounds, checked before any work, so that a run fits in memory (UsageError)."""
+    if args.task == "retrieval":
+        d, N = args.dim, args.max_patterns
+        largest = N * max(d, min(N, args.probes))   # the patterns [N, d]; the dense overlaps [probes, N]
+        if largest > MAX_VALUES:
+            raise train.UsageError(f"--max-patterns {N} with --dim {d} and --probes {args.probes}: "
+                                   f"{largest:,} values in one tensor, at most {MAX_VALUES:,} fit")
+        return
+    if args.witnesses > args.bag_size:
+        raise train.UsageError(f"--witnesses {args.witnesses} exceeds --bag-size {args.bag_size}")
+    checks = [("--test-size x --bag-size x --dim", args.test_size * args.bag_size * args.dim, MAX_VALUES),
+              ("one training batch (--batch-size, --bag-size, --dim, --d-model, --queries)",
+               args.batch_size * values_per_bag(args), 4 * MAX_VALUES),
+              ("the parameters (--d-model squared x (5 + --queries))",
+               args.d_model ** 2 * (5 + args.queries), 2 * MAX_VALUES)]
+    for what, size, bound in checks:
+        if size > bound:
+            raise train.UsageError(f"{what}: {size:,} values, at most {bound:,} fit")
+
+
+def finite(value, digits=None):
+    """None for NaN or infinity (a diverged model), so that the result line stays strict JSON."""
+    if not math.isfinite(value):
+        return None
+    return round(value, digits) if digits is not None else value
 
 
 def run(args):
     """--task mil: a HopfieldPooling classifier finds rare witnesses in bags; --compare adds mean and
     max pooling at equal size. --task retrieval: no training, the capacity table of section 2."""
+    args.dim = args.dim or (64 if args.task == "retrieval" else 16)
+    check_sizes(args)
     if args.task == "retrieval":
         return run_retrieval(args)
     try:
-        task = WitnessBags(args.dim or 16, args.bag_size, args.witnesses, args.noise)
+        task = WitnessBags(args.dim, args.bag_size, args.witnesses, args.noise)
         # beta None: the layer's 1/sqrt(d_k), as in the Transformer (section 3)
         configs = {pooling: hf.HopfieldConfig(d_model=args.d_model, n_heads=args.heads, beta=args.beta,
-                                              update_steps=args.update_steps, d_instance=task.dim,
-                                              pooling=pooling)
+                                              update_steps=args.update_steps, n_patterns=args.queries,
+                                              d_instance=task.dim, pooling=pooling)
                    for pooling in (["hopfield", "mean", "max"] if args.compare else ["hopfield"])}
     except ValueError as error:
         raise train.UsageError(error)
@@ -125,6 +170,7 @@ def run(args):
           f"{task.witnesses} witnesses (witness rate {task.witnesses / task.bag_size:.2%}), noise {task.noise}; "
           f"an observer who knows the motif classifies {bayes:.3f} of the held-out bags right (the ceiling)")
     results, curves, accuracies = [], {}, {}
+    eval_batch = max(1, min(250, 4 * MAX_VALUES // values_per_bag(args)))
     for variant, config in configs.items():
         rng, accuracies[variant] = train.seed_everything(args.seed), []
         model = hf.MILClassifier(config).to(args.device)
@@ -138,7 +184,7 @@ def run(args):
             return F.binary_cross_entropy_with_logits(model(bags)[0], labels)
 
         def evaluate(model):
-            scores = mil_scores(model, test)
+            scores = mil_scores(model, test, eval_batch)
             accuracies[variant].append(scores["accuracy"])  # one per --eval-every steps
             return scores
 
@@ -146,9 +192,10 @@ def run(args):
         training = train.training_loop(model, optimizer, next_batch, loss_fn, evaluate,
                                        solved=lambda metrics: metrics["accuracy"] >= args.target,
                                        steps=args.steps, eval_every=args.eval_every, label=variant,
-                                       **train.precision(args))
+                                       **train.settings(args, "mil", variant))
         curves[variant] = training["losses"]
-        metrics = dict(training["metrics"], final_loss=round(training["losses"][-1], 4),
+        last = training["losses"][-1] if training["losses"] else math.nan
+        metrics = dict(training["metrics"], final_loss=finite(last, 4),
                        parameters=train.count_parameters(model), bayes_accuracy=round(bayes, 4))
         results.append(("mil", variant, training, metrics, model))
         if variant == "hopfield":
@@ -157,19 +204,21 @@ def run(args):
     tables = []
     if args.compare:  # also each pooling's accuracy after as many steps as Hopfield pooling took
         budget = len(accuracies["hopfield"])
+        shown = lambda value: "-" if value is None else f"{value:.3f}"   # "-": not evaluated (diverged)
+        at_budget = lambda curve: curve[min(budget, len(curve)) - 1] if curve and budget else None
         tables.append((None, ["pooling", "parameters", "steps", "seconds", "test accuracy",
                               f"test accuracy at step {results[0][2]['steps']}", "attention on witnesses"],
                        [[variant, metrics["parameters"], training["steps"], training["seconds"],
-                         f"{metrics['accuracy']:.3f}",
-                         f"{accuracies[variant][min(budget, len(accuracies[variant])) - 1]:.3f}",
-                         metrics.get("witness_attention", "-")]
+                         shown(metrics.get("accuracy")), shown(at_budget(accuracies[variant])),
+                         shown(metrics.get("witness_attention"))]
                         for _, variant, training, metrics, _ in results]))
     return results, tables
 
 
 def mil_scores(model, test, batch_size=250):
     """Held-out accuracy and loss; for Hopfield pooling also the attention mass on the witnesses of
-    positive bags (1.0: the query retrieves only witnesses; witness rate: no better than the mean)."""
+    positive bags (1.0: the query retrieves only witnesses; witness rate: no better than the mean),
+    None where there is no positive bag (a test set of one bag) or the model diverged."""
     bags, labels, witness = test
     logits, on_witnesses = [], []
     for i in range(0, len(bags), batch_size):
@@ -177,11 +226,12 @@ def mil_scores(model, test, batch_size=250):
         logits.append(logit)
         if attention is not None:
             on_witnesses.append((attention * witness[i:i + batch_size]).sum(-1))
-    logits = torch.cat(logits)
+    logits = torch.cat(logits).float()
     scores = {"accuracy": ((logits > 0).float() == labels).float().mean().item(),
-              "test_loss": F.binary_cross_entropy_with_logits(logits, labels).item()}
+              "test_loss": finite(F.binary_cross_entropy_with_logits(logits, labels).item())}
     if on_witnesses:
-        scores["witness_attention"] = round(torch.cat(on_witnesses)[labels == 1].mean().item(), 4)
+        positive = torch.cat(on_witnesses)[labels == 1]
+        scores["witness_attention"] = finite(positive.mean().item(), 4) if len(positive) else None
     return scores
 
 
@@ -190,8 +240,13 @@ def show_bag_attention(args, model, test, bags_shown=6, per_cell=4):
     summed per column; the row label says where the witnesses are."""
     bags, labels, witness = (t[:bags_shown] for t in test)
     with torch.no_grad():
-        attention = model(bags)[1].cpu().numpy()
-    weights = attention.reshape(len(bags), -1, per_cell).sum(-1)
+        attention = model(bags)[1].float().cpu().numpy()
+    if not np.isfinite(attention).all():  # a diverged model: nothing to draw
+        print("HopfieldPooling attention on held-out bags: not finite (the run diverged), no picture")
+        return
+    cells = -(-attention.shape[1] // per_cell)                       # the last column may sum fewer
+    attention = np.pad(attention, ((0, 0), (0, cells * per_cell - attention.shape[1])))
+    weights = attention.reshape(len(bags), cells, per_cell).sum(-1)
     rows = [f"{'+' if y else '-'} bag, witnesses at {torch.nonzero(w).flatten().tolist()}"
             for y, w in zip(labels.tolist(), witness.cpu())]
     cols = [str(i * per_cell) if i % 5 == 0 else "" for i in range(weights.shape[1])]
@@ -204,11 +259,9 @@ def run_retrieval(args):
     exact retrievals (every sign right) for the classical, dense (F = exp) and modern networks.
     No training: the result's `steps` is the number of queries probed over all N, and `solved` says
     that the modern network retrieved >= 99% of them at every N."""
-    d = args.dim or 64
+    d = args.dim
     if not 0 < args.corrupt < 1:
         raise train.UsageError(f"--corrupt must lie strictly between 0 and 1, got {args.corrupt}")
-    if args.max_patterns < 2:
-        raise train.UsageError(f"--max-patterns must be at least 2, got {args.max_patterns}")
     beta = args.beta or 1.0  # not the layers' 1/sqrt(d): see hopfield.py's notes on metastable states
     rng, start = train.seed_everything(args.seed), time.time()
     sizes = [2 ** k for k in range(1, int(math.log2(args.max_patterns)) + 1)]
@@ -218,14 +271,9 @@ def run_retrieval(args):
         hits = dict.fromkeys(["classical", "dense", "modern_one_update", "modern"], 0)
         steps, count = [], 0
         for trial in range(math.ceil(args.probes / N)):
-            X = torch.tensor(rng.choice([-1.0, 1.0], size=(N, d)), dtype=torch.float32).to(args.device)
+            X = random_patterns(N, d, rng).to(args.device)
             target = X[:min(N, args.probes)]
-            query = target.clone()
-            if args.query == "mask":  # the last bits are unknown: 0, the midpoint of -1 and +1
-                query[:, d - round(args.corrupt * d):] = 0
-            else:
-                flip = torch.tensor(rng.random(tuple(query.shape)) < args.corrupt).to(args.device)
-                query[flip] = -query[flip]
+            query = corrupt(target, args.query, args.corrupt, rng)
             retrieved = {"classical": hf.classical_retrieve(query, hf.classical_weights(X)),
                          "dense": hf.dense_retrieve(query, X)}
             retrieved["modern_one_update"] = torch.sign(hf.update(query, X, beta))
@@ -257,8 +305,29 @@ def run_retrieval(args):
     return [("retrieval", "classical-dense-modern", probing, metrics, None)], [table]
 
 
+def random_patterns(N, d, rng):
+    """N stored patterns of d bits, each -1 or +1 with probability 1/2: [N, d] float32."""
+    return torch.tensor(rng.choice([-1.0, 1.0], size=(N, d)), dtype=torch.float32)
+
+
+def corrupt(target, how, fraction, rng):
+    """The queries: "mask" sets the last round(fraction d) bits of each pattern to 0 (unknown: the
+    midpoint of -1 and +1); "flip" flips each bit with probability fraction."""
+    query = target.clone()
+    d = target.shape[1]
+    if how == "mask":
+        query[:, d - round(fraction * d):] = 0
+    else:
+        flip = torch.tensor(rng.random(tuple(query.shape)) < fraction).to(query.device)
+        query[flip] = -query[flip]
+    return query
+
+
 def show_retrievals(args, example, d, N):
     """Each probed pattern as a picture: stored, query, classical and modern retrievals."""
+    if not all(torch.isfinite(row).all() for row in example):   # e.g. an overflowing beta
+        print(f"retrievals at N = {N}: not finite, no picture")
+        return
     side = max(s for s in range(1, int(math.sqrt(d)) + 1) if d % s == 0)
     names = ["stored", "query", "classical", "modern"]
     for i in range(min(2, len(example[0]))):
