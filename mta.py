@@ -15,8 +15,10 @@ Expect (4 blocks, 2500 steps, measured): MTA 3-9% sequence error, nearly all of 
 letter (the lookup); standard attention about 99%, wrong on the lookup and on the copy alike.
 
 Paper vs this file:
-- Sizes (toy task): 2 layers, width 64, 2 heads, SwiGLU hidden 176; paper 4 layers, 256 wide,
-  2 heads. The experiment's defaults also shorten the sequences (4 blocks, not 52): a CPU budget.
+- Sizes (toy task): 2 layers, width 64, 2 heads, SwiGLU hidden 176 (8/3 width rounded up to 16;
+  official: to 256); paper 4 layers, 256 wide, 2 heads. RoPE theta 100000 (official toy config),
+  pre-norm RMSNorm blocks, tied embeddings. The experiment's defaults also shorten the sequences
+  (4 blocks, not 52): a CPU budget.
 - Training (the experiment): AdamW, betas (0.9, 0.98), no weight decay, batch 64 as the paper, but lr
   3e-3 with 100 warmup steps and a cosine to 0.3e-3 over 2500 steps (paper: 1e-4 constant after
   1000 warmup steps, 100k steps), fresh generated sequences every step (paper: 1M fixed ones).
@@ -28,11 +30,16 @@ Paper vs this file:
   the convolution never mixes in a logit that standard causal attention would not compute.
 - Head mixing is a grouped 1x1 convolution over the head axis (the official code uses a matmul or
   a Linear over all heads; same arithmetic). Pre- and post-softmax variants are both available.
-- Head normalisation: "depth" = RMSNorm per head scaled by (1 - lambda_init) (first version);
+- mta_layers: the layers (counted from 0) with the key-query convolution, [] = all (the toy task).
+  Head mixing and head normalisation, when on, act in every layer, as in the official code.
+- Head normalisation: "depth" = RMSNorm per head scaled by (1 - lambda_init), lambda_init = 0.8 -
+  0.6 exp(-0.3 (l - 1)) with l counted from 1 (the official code's layer_id from 0) (first version);
   "gate" = RMSNorm per head then a sigmoid gate sigma(Linear(d_head -> 1)) (the released LM
   configs use both RMSNorm and the gate). Off by default: the official toy-task config uses none.
 - Even c_k is allowed (the key window is then j - c_k/2 + 1 .. j + c_k/2, as eq. (3)'s bounds say);
   the official code requires odd c_k.
+- Any float dtype: float32, float64, bfloat16 weights or autocast. RoPE's rotation, RMSNorm's mean
+  of squares and the softmax run in float32 islands (float64 stays float64), as the official code.
 - No KV cache or generation helpers: the toy task is scored teacher-forced, which for "every
   letter of the block right" equals greedy decoding exactly.
 """
@@ -56,7 +63,7 @@ class MTAConfig:
     dropout: float = 0.0           # paper toy: 0.1
     # --- MTA. mta=False gives the standard-attention baseline with the same everything else.
     mta: bool = True
-    mta_layers: list = field(default_factory=list)  # layers with the key-query conv; [] = all (toy)
+    mta_layers: list = field(default_factory=list)  # layers (from 0) with the key-query conv; [] = all (toy)
     kq_conv: str = "pre"           # "pre" (paper's main, toy), "post" or "" (off)
     c_q: int = 2                   # query kernel size (toy 2; LM 6)
     c_k: int = 9                   # key kernel size (toy 9; LM 11)
@@ -75,6 +82,8 @@ class MTAConfig:
             raise ValueError("head_norm must be 'depth', 'gate' or ''")
         if self.c_q < 1 or self.c_k < 1:
             raise ValueError("c_q and c_k must be at least 1")
+        if not all(isinstance(l, int) and 0 <= l < self.n_layers for l in self.mta_layers):
+            raise ValueError(f"mta_layers {self.mta_layers}: layer indices must be in 0 .. {self.n_layers - 1}")
         if self.mta and self.head_mix and self.n_heads % self.c_h:
             raise ValueError(f"n_heads {self.n_heads} is not divisible by c_h {self.c_h}")
         if not self.d_ff:
@@ -127,17 +136,24 @@ def head_mix(maps, weights, c_h):
 # The model: RoPE, the attention layer, a pre-norm decoder-only Transformer
 # ---------------------------------------------------------------------------------------------
 
-def rope_tables(T, d_head, theta, device):
-    """cos, sin [T, d_head / 2] of rotary position embeddings (Su et al. 2021)."""
-    inv_freq = theta ** (-torch.arange(0, d_head, 2, device=device).float() / d_head)
-    angles = torch.arange(T, device=device).float()[:, None] * inv_freq[None, :]
+def at_least_float32(dtype):
+    """The dtype of a float32 island: float32 for bfloat16 / float16 / float32, float64 stays."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def rope_tables(T, d_head, theta, device, dtype=torch.float32):
+    """cos, sin [T, d_head / 2] of rotary position embeddings (Su et al. 2021), in dtype (float32 or
+    float64: past position 256 a bf16 angle is off by up to a radian)."""
+    inv_freq = theta ** (-torch.arange(0, d_head, 2, device=device, dtype=dtype) / d_head)
+    angles = torch.arange(T, device=device, dtype=dtype)[:, None] * inv_freq[None, :]
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x, cos, sin):
-    """Rotate pairs (x_2m, x_2m+1) of x [B, H, T, d_head] by position-dependent angles."""
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    """Rotate pairs (x_2m, x_2m+1) of x [B, H, T, d_head] by position-dependent angles. The rotation
+    runs in the tables' dtype (a float32 island for bf16 x) and returns x's dtype."""
+    x1, x2 = x[..., 0::2].to(cos.dtype), x[..., 1::2].to(cos.dtype)
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).to(x.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -145,8 +161,9 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
 
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+    def forward(self, x):  # the mean of squares in a float32 island (as the official code), then x's dtype
+        y = x.to(at_least_float32(x.dtype))
+        return (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
 
 
 class MultiTokenAttention(nn.Module):
@@ -183,7 +200,7 @@ class MultiTokenAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
         if rope is None:
-            rope = rope_tables(T, self.d_head, self.config.rope_theta, x.device)
+            rope = rope_tables(T, self.d_head, self.config.rope_theta, x.device, at_least_float32(x.dtype))
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         logits = (q * self.d_head ** -0.5) @ k.transpose(-2, -1)  # A-hat = q.k / sqrt(d) [B, H, T, T]
         future = causal_mask(T, x.device)
@@ -192,8 +209,8 @@ class MultiTokenAttention(nn.Module):
             logits = key_query_conv(logits, self.kq_kernel, c.c_q, c.c_k)
         if self.head_mix == "pre":
             logits = head_mix(logits.masked_fill(future, 0.0), self.head_weights, c.c_h)
-        # in place: nothing above kept these logits; softmax in float32 under autocast too
-        weights = logits.masked_fill_(future, float("-inf")).float().softmax(-1).type_as(q)
+        # in place: nothing above kept these logits; softmax in a float32 island (bf16, autocast)
+        weights = logits.masked_fill_(future, float("-inf")).to(at_least_float32(q.dtype)).softmax(-1).type_as(q)
         if self.kq_conv == "post":  # no renormalisation after the post-softmax convolutions
             weights = key_query_conv(weights, self.kq_kernel, c.c_q, c.c_k)
         if self.head_mix == "post":
@@ -206,7 +223,8 @@ class MultiTokenAttention(nn.Module):
         if self.head_norm:  # section 3.3: normalise each head's output on its own
             out = self.norm(out)
             if self.head_norm == "depth":  # (1 - lambda_init), lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1))
-                out = out * (1 - (0.8 - 0.6 * math.exp(-0.3 * self.layer_index)))
+                l = self.layer_index + 1   # the paper's l counts layers from 1 (official: layer_id from 0)
+                out = out * (1 - (0.8 - 0.6 * math.exp(-0.3 * (l - 1))))
             else:
                 out = out * torch.sigmoid(self.gate(out))
         return self.proj(out.transpose(1, 2).reshape(B, T, C))
@@ -262,7 +280,7 @@ class MTATransformer(nn.Module):
         if T > self.config.max_len:
             raise ValueError(f"sequence of {T} tokens is longer than max_len {self.config.max_len}")
         rope = rope_tables(T, self.config.d_model // self.config.n_heads, self.config.rope_theta,
-                           idx.device)
+                           idx.device, at_least_float32(self.embed.weight.dtype))
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, rope)

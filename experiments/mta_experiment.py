@@ -10,6 +10,7 @@ attention (mta.py with mta=False) at equal size and steps, 3 seeds each, and pri
 paper's numbers.
 """
 import json
+import math
 
 import numpy as np
 import torch
@@ -30,10 +31,20 @@ SUMMARY = "Golovneva et al. 2025: Multi-Token Attention on the letter-block toy 
 # letters together: the lookup that standard attention (one query, one key) finds hard and MTA's
 # key-query convolution makes easy. Blocks within a sample are distinct. The paper (and its
 # generator, whose JSON-lines format {"src": ..., "tgt": ...} we read and write) uses 52 blocks.
+# A data file must keep the same rules; a line that breaks one is refused with its number.
 # ---------------------------------------------------------------------------------------------
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 BLOCK_VOCAB = LETTERS + ".#"  # token id = index in this string
+MAX_LENGTH = 1024             # longest example (src + tgt) we generate or read; the paper's is 319
+MAX_LINE = 4 * MAX_LENGTH     # longest line of a data file (a JSON object holding such an example)
+
+
+def distractor_blocks(block_length, query_letters):
+    """How many distinct blocks (ordered, letters distinct) miss at least one of L given query
+    letters: all N-letter arrangements minus those holding the L letters and N - L others."""
+    N, L = block_length, query_letters
+    return math.perm(len(LETTERS), N) - math.comb(len(LETTERS) - L, N - L) * math.factorial(N)
 
 
 class LetterBlocks:
@@ -47,22 +58,34 @@ class LetterBlocks:
                              f"({block_length}) <= {len(LETTERS)}")
         if n_blocks < 1:
             raise ValueError(f"need at least one block, got {n_blocks}")
+        # the rejection sampler below would loop forever without enough distinct distractors
+        # (e.g. 26-letter blocks: every one holds every query letter)
+        if n_blocks - 1 > distractor_blocks(block_length, query_letters):
+            raise ValueError(f"{n_blocks} blocks of {block_length} letters with {query_letters} query letters: "
+                             f"only {distractor_blocks(block_length, query_letters)} distinct distractor "
+                             f"blocks miss a query letter, {n_blocks - 1} needed")
+        length = n_blocks * (block_length + 1) + query_letters + block_length
+        if length > MAX_LENGTH:
+            raise ValueError(f"{n_blocks} blocks of {block_length} letters make examples of {length} "
+                             f"characters, more than {MAX_LENGTH}")
         self.n_blocks, self.query_letters, self.block_length = n_blocks, query_letters, block_length
 
     def sample(self, rng):
-        target = rng.permutation(len(LETTERS))[: self.block_length]
-        query = set(rng.choice(target, self.query_letters, replace=False).tolist())
-        query_order = rng.permutation(sorted(query)).tolist()
-        blocks, seen = [target.tolist()], {tuple(target.tolist())}
-        while len(blocks) < self.n_blocks:  # distractors: distinct blocks without all query letters
+        """As the authors' generator: target = N distinct letters, query = L of them in random
+        order, distractors = distinct blocks drawn alike but rejected when they hold every query
+        letter, then all blocks shuffled."""
+        target = rng.permutation(len(LETTERS))[: self.block_length].tolist()
+        query = rng.permutation(sorted(rng.choice(target, self.query_letters, replace=False))).tolist()
+        blocks, seen = [target], {tuple(target)}
+        while len(blocks) < self.n_blocks:  # candidates in bulk: rows of argsort(random) are permutations
             candidates = np.argsort(rng.random((2 * self.n_blocks, len(LETTERS))), axis=1)
             for block in candidates[:, : self.block_length].tolist():
-                if len(blocks) < self.n_blocks and not query <= set(block) and tuple(block) not in seen:
+                if len(blocks) < self.n_blocks and not set(query) <= set(block) and tuple(block) not in seen:
                     blocks.append(block)
                     seen.add(tuple(block))
         order = rng.permutation(self.n_blocks)
         text = ".".join("".join(LETTERS[i] for i in blocks[b]) for b in order)
-        return text + "#" + "".join(LETTERS[i] for i in query_order), "".join(LETTERS[i] for i in target)
+        return text + "#" + "".join(LETTERS[i] for i in query), "".join(LETTERS[i] for i in target)
 
     def examples(self, n, rng):
         return [self.sample(rng) for _ in range(n)]
@@ -88,31 +111,63 @@ class LetterBlocks:
         return self.collate(self.examples(batch_size, rng))
 
 
+def check_example(item):
+    """The task's rules for one parsed JSON line -> (src, tgt), or ValueError saying which is broken."""
+    if not (isinstance(item, dict) and isinstance(item.get("src"), str) and isinstance(item.get("tgt"), str)):
+        raise ValueError("expected a JSON object with string fields 'src' and 'tgt'")
+    src, tgt = item["src"], item["tgt"]
+    if src.count("#") != 1 or not set(src) <= set(BLOCK_VOCAB):
+        raise ValueError("'src' must be letters a-z and '.' with one '#' before the query")
+    text, query = src.split("#")
+    blocks = text.split(".")
+    if not tgt or not set(tgt) <= set(LETTERS):
+        raise ValueError("'tgt' must be letters a-z")
+    if not query or len(set(query)) != len(query):
+        raise ValueError(f"the query {query!r} must be one or more distinct letters")
+    if len(src) + len(tgt) > MAX_LENGTH:
+        raise ValueError(f"example of {len(src) + len(tgt)} characters, more than {MAX_LENGTH}")
+    if any(len(block) != len(tgt) for block in blocks):
+        raise ValueError(f"'tgt' has {len(tgt)} letters but not every block of 'src' has")
+    if any(len(set(block)) != len(block) for block in blocks) or len(set(blocks)) != len(blocks):
+        raise ValueError("the letters of a block and the blocks of 'src' must be distinct")
+    if tgt not in blocks:
+        raise ValueError(f"'tgt' {tgt!r} is not a block of 'src'")
+    if not set(query) <= set(tgt):
+        raise ValueError(f"the query {query!r} has letters that are not in 'tgt' {tgt!r}")
+    if sum(set(query) <= set(block) for block in blocks) > 1:
+        raise ValueError(f"another block than 'tgt' holds every letter of the query {query!r}")
+    return src, tgt
+
+
 def read_letter_blocks(path):
     """Examples from a JSON-lines file in the authors' format; ValueError says what is wrong where."""
     examples = []
     try:
-        with open(path) as f:
-            lines = f.readlines()
-    except (OSError, UnicodeDecodeError) as error:
+        with open(path, "rb") as f:
+            for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE + 2), b""), 1):
+                where = f"{path}:{number}"  # lines are read bounded: a line of 1 GB is refused unread
+                if len(raw.rstrip(b"\r\n")) > MAX_LINE:
+                    raise ValueError(f"{where}: line longer than {MAX_LINE} characters")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"{where}: not UTF-8 text")
+                if not line.strip():
+                    raise ValueError(f"{where}: empty line")
+                try:
+                    src, tgt = check_example(json.loads(line))
+                except json.JSONDecodeError:
+                    raise ValueError(f"{where}: not JSON")
+                except ValueError as error:
+                    raise ValueError(f"{where}: {error}")
+                if examples and len(tgt) != len(examples[0][1]):
+                    raise ValueError(f"{where}: 'tgt' has {len(tgt)} letters, line 1's {len(examples[0][1])} "
+                                     f"(one block length a file)")
+                examples.append((src, tgt))
+    except OSError as error:
         raise ValueError(f"cannot read {path}: {error}")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            src, tgt = item["src"], item["tgt"]
-        except (json.JSONDecodeError, TypeError, KeyError):
-            raise ValueError(f"{path}:{number}: expected a JSON object with 'src' and 'tgt'")
-        if not (isinstance(src, str) and isinstance(tgt, str) and src.count("#") == 1 and tgt
-                and set(src) <= set(BLOCK_VOCAB) and set(tgt) <= set(LETTERS)):
-            raise ValueError(f"{path}:{number}: 'src' must be letters and '.' with one '#', "
-                             f"'tgt' letters a-z")
-        examples.append((src, tgt))
     if not examples:
         raise ValueError(f"{path}: no examples")
-    if len({len(tgt) for _, tgt in examples}) > 1:
-        raise ValueError(f"{path}: every 'tgt' must have the same length")
     return examples
 
 
@@ -161,29 +216,30 @@ NAMES = {"mta": "MTA", "standard": "standard"}  # the variants as the table writ
 
 def add_flags(p):
     train.add_shared_flags(p, steps=2500, batch_size=64, lr=3e-3, eval_every=100)
-    p.add_argument("--blocks", type=train.positive_int, default=4, help="blocks of letters per sequence (paper: 52)")
-    p.add_argument("--query-letters", type=train.positive_int, default=2, help="L, letters in the query (paper: 2)")
-    p.add_argument("--block-length", type=train.positive_int, default=5, help="letters per block (paper: 5)")
-    p.add_argument("--test-size", type=train.positive_int, default=1000, help="held-out sequences (paper: 1000)")
+    size = train.int_in  # every size is bounded: a typo fails at once, not in an out-of-memory crash
+    p.add_argument("--blocks", type=size(1, 256), default=4, help="blocks of letters per sequence (paper: 52)")
+    p.add_argument("--query-letters", type=size(1, 26), default=2, help="L, letters in the query (paper: 2)")
+    p.add_argument("--block-length", type=size(1, 26), default=5, help="letters per block (paper: 5)")
+    p.add_argument("--test-size", type=size(1, 100_000), default=1000, help="held-out sequences (paper: 1000)")
     p.add_argument("--data", metavar="FILE.jsonl",
                    help="train on these examples (authors' format, one {\"src\", \"tgt\"} a line)")
     p.add_argument("--test-data", metavar="FILE.jsonl", help="evaluate on these examples (same format)")
-    p.add_argument("--seeds", type=train.positive_int, help="seeds per model (default: 3 with --compare, else 1)")
+    p.add_argument("--seeds", type=size(1, 100), help="seeds per model (default: 3 with --compare, else 1)")
     p.add_argument("--baseline", action="store_true", help="train only standard attention (the --compare baseline)")
-    p.add_argument("--d-model", type=train.positive_int, default=64, help="model width (paper: 256)")
-    p.add_argument("--layers", type=train.positive_int, default=2, help="layers (paper: 4)")
-    p.add_argument("--heads", type=train.positive_int, default=2, help="attention heads (paper: 2)")
+    p.add_argument("--d-model", type=size(2, 4096), default=64, help="model width (paper: 256)")
+    p.add_argument("--layers", type=size(1, 64), default=2, help="layers (paper: 4)")
+    p.add_argument("--heads", type=size(1, 256), default=2, help="attention heads (paper: 2)")
     p.add_argument("--kq-conv", choices=["pre", "post", ""], default="pre",
                    help="key-query convolution before or after the softmax ('' = off) (paper toy: pre)")
-    p.add_argument("--c-q", type=train.positive_int, default=2, help="query kernel size (paper toy: 2)")
-    p.add_argument("--c-k", type=train.positive_int, default=9, help="key kernel size (paper toy: 9)")
+    p.add_argument("--c-q", type=size(1, 64), default=2, help="query kernel size (paper toy: 2)")
+    p.add_argument("--c-k", type=size(1, 64), default=9, help="key kernel size (paper toy: 9)")
     p.add_argument("--head-mix", choices=["pre", "post", ""], default="",
                    help="head mixing before or after the softmax ('' = off) (paper toy: off)")
-    p.add_argument("--c-h", type=train.positive_int, default=2, help="heads per mixing group")
+    p.add_argument("--c-h", type=size(1, 256), default=2, help="heads per mixing group")
     p.add_argument("--head-norm", choices=["depth", "gate", ""], default="",
                    help="per-head normalisation: RMSNorm with depth scaling, RMSNorm + gate, or off (paper toy: off)")
-    p.add_argument("--warmup", type=train.positive_int, default=100, help="linear warmup steps (paper: 1000)")
-    p.add_argument("--target-error", type=float, default=0.01,
+    p.add_argument("--warmup", type=size(1, 1_000_000), default=100, help="linear warmup steps (paper: 1000)")
+    p.add_argument("--target-error", type=train.float_in(0.0, 1.0), default=0.01,
                    help="held-out sequence error that counts as solved (early stop)")
 
 
@@ -197,8 +253,13 @@ def mta_errors(model, examples, device, batch_size=250):
         predicted = logits.gather(1, positions.to(device)[..., None].expand(-1, -1, logits.size(-1)))
         wrong.append((predicted.argmax(-1) != targets.to(device)).cpu())
     wrong = torch.cat(wrong).float()
+    copy_error = wrong[:, 1:].mean().item() if wrong.size(1) > 1 else 0.0  # 1-letter blocks: nothing to copy
     return {"sequence_error": wrong.amax(1).mean().item(), "token_error": wrong.mean().item(),
-            "first_letter_error": wrong[:, 0].mean().item(), "copy_error": wrong[:, 1:].mean().item()}
+            "first_letter_error": wrong[:, 0].mean().item(), "copy_error": copy_error}
+
+
+def longest_example(*example_lists):
+    return max(len(src) + len(tgt) for examples in example_lists if examples for src, tgt in examples)
 
 
 def mta_config(args, use_mta, max_len):
@@ -213,7 +274,7 @@ def mta_config(args, use_mta, max_len):
 
 def mta_train_one(args, use_mta, seed, task, train_examples, test, label):
     rng = train.seed_everything(seed)
-    max_len = max(len(s) + len(t) for s, t in test + (train_examples or [])) + 1
+    max_len = longest_example(test, train_examples) + 1
     model = mta.MTATransformer(mta_config(args, use_mta, max_len)).to(args.device)
     print(f"[{label}] {train.count_parameters(model):,} parameters, {task.n_blocks} blocks, L = "
           f"{task.query_letters}, {len(test)} test sequences, device {args.device}", flush=True)
@@ -235,7 +296,8 @@ def mta_train_one(args, use_mta, seed, task, train_examples, test, label):
     run = train.training_loop(model, optimizer, next_batch, loss_fn, lambda m: mta_errors(m, test, args.device),
                               solved=lambda metrics: metrics["sequence_error"] <= args.target_error,
                               steps=args.steps, eval_every=args.eval_every, lr_at=lr_at, label=label,
-                              **train.precision(args))
+                              **train.settings(args, "letter-blocks", "mta" if use_mta else "standard",
+                                               list(BLOCK_VOCAB)))
     return model, run
 
 
@@ -280,6 +342,12 @@ def run(args):
     variants = ["mta"] + (["standard"] if args.compare else [])  # MTA first: its picture comes early
     if args.baseline:
         variants = ["standard"]
+    tokens = longest_example(test, train_examples) - 1  # the model reads src + tgt minus its last letter
+    for variant in variants:  # bad sizes fail here, before any training
+        mta_config(args, variant == "mta", tokens + 1)
+    if "mta" in variants and max(args.c_q, args.c_k) > tokens:
+        raise train.UsageError(f"the key-query kernel ({args.c_q} x {args.c_k}) is larger than the "
+                               f"sequences ({tokens} tokens at most)")
     results, finished, curves = [], [], {}
     for variant in variants:
         runs = []

@@ -1,12 +1,24 @@
-"""Tests for experiments/mta_experiment.py: the letter-block task, its data files and `train.py mta`."""
+"""Tests for experiments/mta_experiment.py: the letter-block task, its data files and `train.py mta`.
+
+The generator is checked against the rules and distributions of the authors' toy-task generator
+(facebookresearch/RAM projects/mta/toy_task/generate_data.py): target = random.sample(alphabet, N),
+query = random.sample(target, L) (random order), distractors = random.sample(alphabet, N) kept
+when they miss a query letter, all blocks distinct (a set) and shuffled. Tolerances are ~4.5 sigma
+of the sampling error at a fixed seed."""
+import inspect
+import itertools
 import json
+import math
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 import train
 from conftest import HAS_MATPLOTLIB, check_result, result_lines
 from experiments import mta_experiment
+from experiments.mta_experiment import LETTERS, LetterBlocks
 
 
 def slow_solver(src):
@@ -17,27 +29,173 @@ def slow_solver(src):
     return holding_all[0]
 
 
+def sigma_bound(p, n, sigmas=4.5):
+    return sigmas * math.sqrt(p * (1 - p) / n)
+
+
+@pytest.fixture(scope="module")
+def many_samples():
+    """4000 samples of the default shape (4 blocks of 5 letters, L = 2)."""
+    return LetterBlocks(4, 2, 5).examples(4000, np.random.default_rng(11))
+
+
+# ---- the generator: rules ---------------------------------------------------------------------
+
 @pytest.mark.parametrize("n_blocks,query_letters", [(4, 2), (12, 3), (52, 2)])
-def test_generator_answers_are_right(n_blocks, query_letters):
-    task = mta_experiment.LetterBlocks(n_blocks, query_letters)
+def test_generator_answers_are_right_with_distinct_letters_and_blocks(n_blocks, query_letters):
+    task = LetterBlocks(n_blocks, query_letters)
     for src, tgt in task.examples(200, np.random.default_rng(0)):
         blocks = src.split("#")[0].split(".")
         assert len(blocks) == n_blocks and len(set(blocks)) == n_blocks
-        assert all(len(b) == len(set(b)) == 5 for b in blocks)
-        assert len(src.split("#")[1]) == query_letters and slow_solver(src) == tgt
+        assert all(len(b) == len(set(b)) == 5 and set(b) <= set(LETTERS) for b in blocks)
+        query = src.split("#")[1]
+        assert len(query) == len(set(query)) == query_letters and slow_solver(src) == tgt
     if n_blocks == 52:  # the paper's length: 52 blocks, '#', 2 query letters and the 5-letter answer
         assert len(src) + len(tgt) == 319
 
 
+def test_blocks_are_distinct_when_the_alphabet_is_nearly_used_up():
+    # 26 one-letter blocks, L = 1: the 25 distractors must be the 25 other letters, once each
+    for src, tgt in LetterBlocks(26, 1, 1).examples(20, np.random.default_rng(1)):
+        blocks = src.split("#")[0].split(".")
+        assert sorted(blocks) == list(LETTERS) and src.split("#")[1] == tgt
+
+
+def test_query_letters_come_from_the_target_in_random_order(many_samples):
+    n = len(many_samples)
+    in_block_order = np.mean([tgt.index(src[-2]) < tgt.index(src[-1]) for src, tgt in many_samples])
+    alphabetical = np.mean([src[-2] < src[-1] for src, _ in many_samples])
+    assert abs(in_block_order - 0.5) < sigma_bound(0.5, n) and abs(alphabetical - 0.5) < sigma_bound(0.5, n)
+    for q in (-2, -1):  # each query letter sits at any of the 5 target positions with chance 1/5
+        where = np.bincount([tgt.index(src[q]) for src, tgt in many_samples], minlength=5) / n
+        assert np.abs(where - 0.2).max() < sigma_bound(0.2, n)
+
+
+def test_target_letters_are_uniform_and_the_target_block_anywhere(many_samples):
+    n = len(many_samples)
+    letters = np.array([[letter in tgt for letter in LETTERS] for _, tgt in many_samples]).mean(0)
+    assert np.abs(letters - 5 / 26).max() < sigma_bound(5 / 26, n)  # every letter, chance 5/26
+    place = np.bincount([src.split("#")[0].split(".").index(tgt) for src, tgt in many_samples]) / n
+    assert len(place) == 4 and np.abs(place - 0.25).max() < sigma_bound(0.25, n)
+
+
+def test_a_third_of_the_distractors_hold_one_query_letter(many_samples):
+    # a uniform 5-letter block misses both of 2 query letters or holds one: P(exactly one | not both)
+    # = 2 C(24,4) / (C(26,5) - C(24,3)) = 1/3, the paper's "about a third"
+    counts = []
+    for src, tgt in many_samples:
+        text, query = src.split("#")
+        counts += [sum(q in block for q in query) for block in text.split(".") if block != tgt]
+    counts = np.array(counts)
+    assert counts.max() <= 1  # no distractor holds both
+    assert abs((counts == 1).mean() - 1 / 3) < sigma_bound(1 / 3, len(counts))
+
+
+@pytest.mark.parametrize("block_length,query_letters", [(1, 1), (2, 1), (2, 2), (3, 2), (3, 3)])
+def test_distractor_count_equals_brute_force(block_length, query_letters):
+    query = set(range(query_letters))
+    count = sum(not query <= set(block) for block in itertools.permutations(range(26), block_length))
+    assert mta_experiment.distractor_blocks(block_length, query_letters) == count
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 26), (27, 1, 1), (2, 5, 26), (200, 2, 5)])
+def test_impossible_shapes_are_refused_at_once_instead_of_sampling_forever(shape):
+    with pytest.raises(ValueError):
+        LetterBlocks(*shape)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 26), (26, 1, 1), (2, 1, 25)])
+def test_the_hardest_possible_shapes_sample(shape):
+    for src, tgt in LetterBlocks(*shape).examples(5, np.random.default_rng(0)):
+        assert slow_solver(src) == tgt and len(tgt) == shape[2]
+
+
+# ---- batches, loss, metrics ---------------------------------------------------------------------
+
 def test_batches_predict_the_target_from_the_position_before_it():
     examples = [("abcde.fghij#hf", "fghij"), ("abcde.fghij.klmno#ca", "abcde")]
-    tokens, positions, targets = mta_experiment.LetterBlocks.collate(examples)
+    tokens, positions, targets = LetterBlocks.collate(examples)
     for row, (src, tgt) in enumerate(examples):
-        full = mta_experiment.LetterBlocks.encode(src + tgt)
+        full = LetterBlocks.encode(src + tgt)
         for n in range(len(tgt)):  # the token at a position is followed by the letter it must predict
             assert full[positions[row, n] + 1] == targets[row, n]
             assert tokens[row, positions[row, n]] == full[positions[row, n]]
 
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in model: the same logits whatever the input."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, tokens):
+        return self.logits[: tokens.size(0), : tokens.size(1)]
+
+
+def test_errors_by_hand():
+    examples = [("abcde.fghij#ab", "abcde"), ("abcde.fghij#gh", "fghij"), ("fghij.abcde#ec", "abcde"),
+                ("abcde.fghij#ji", "fghij")]
+    logits = torch.zeros(4, 18, 28)
+    for row, (src, tgt) in enumerate(examples):  # predict every target letter right ...
+        for n, letter in enumerate(tgt):
+            logits[row, len(src) - 1 + n, LETTERS.index(letter)] = 1.0
+    logits[0, 13, 25], logits[1, 15, 25], logits[3, 13, 25], logits[3, 17, 25] = 5, 5, 5, 5  # ... but these: z
+    metrics = mta_experiment.mta_errors(FixedLogits(logits), examples, "cpu")
+    assert metrics == pytest.approx({"sequence_error": 3 / 4, "token_error": 4 / 20,
+                                     "first_letter_error": 2 / 4, "copy_error": 2 / 16})
+
+
+def spy_on_training(monkeypatch):
+    """Record the arguments of every train.training_loop call by name; the real loop still runs."""
+    calls, real = [], train.training_loop
+
+    def spy(*args, **kwargs):
+        calls.append(inspect.signature(real).bind(*args, **kwargs).arguments)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train, "training_loop", spy)
+    return calls
+
+
+def test_training_is_adamw_098_with_warmup_and_a_loss_on_the_target_letters_only(run_train, monkeypatch):
+    calls = spy_on_training(monkeypatch)
+    code, _, err = run_train("mta", "--steps", "7", "--warmup", "3", "--eval-every", "7", "--blocks", "2",
+                             "--test-size", "10", "--d-model", "16", "--lr", "0.002")
+    assert code == 0, err
+    [call] = calls
+    optimizer, next_batch, loss_fn, solved, lr_at = (call[k] for k in ("optimizer", "next_batch", "loss_fn",
+                                                                        "solved", "lr_at"))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    [group] = optimizer.param_groups
+    assert group["betas"] == (0.9, 0.98) and group["weight_decay"] == 0.0  # the official toy config
+    assert lr_at(0) == 0 and lr_at(3) == pytest.approx(0.002) and lr_at(7) == pytest.approx(0.0002)
+    assert solved({"sequence_error": 0.01}) and not solved({"sequence_error": 0.0101})  # --target-error
+    tokens, positions, targets = next_batch()
+    assert tokens.size(0) == 64 and not torch.equal(tokens, next_batch()[0])  # batch 64, fresh each step
+    examples = [("abcde.fghij#ab", "abcde"), ("abcde.fghij.klmno#lk", "klmno")]
+    logits = torch.randn(2, 24, 28)
+    expected = F.cross_entropy(torch.stack([logits[r, len(src) - 1 + n] for r, (src, tgt) in enumerate(examples)
+                                            for n in range(5)]),
+                               torch.tensor([LETTERS.index(ch) for _, tgt in examples for ch in tgt]))
+    assert torch.allclose(loss_fn(FixedLogits(logits), LetterBlocks.collate(examples)), expected)
+
+
+def test_flag_defaults_are_the_papers_task_and_the_documented_budget():
+    args = train.build_parser().parse_args(["mta"])
+    assert (args.query_letters, args.block_length, args.batch_size, args.test_size) == (2, 5, 64, 1000)
+    assert (args.kq_conv, args.c_q, args.c_k, args.head_mix, args.head_norm, args.heads) == ("pre", 2, 9, "", "", 2)
+    assert (args.blocks, args.layers, args.d_model, args.steps, args.lr, args.warmup) == (4, 2, 64, 2500, 3e-3, 100)
+    assert args.target_error == 0.01
+
+
+def test_the_test_set_is_fixed_whatever_the_seed():
+    parse = lambda *flags: train.build_parser().parse_args(["mta", "--test-size", "30", *flags])
+    _, _, first = mta_experiment.mta_data(parse("--seed", "0"))
+    _, _, second = mta_experiment.mta_data(parse("--seed", "5"))
+    assert first == second and len(first) == 30
+
+
+# ---- the command line -----------------------------------------------------------------------------
 
 def test_cli_prints_a_valid_result_line(run_train, tmp_path):
     code, out, err = run_train("mta", "--steps", "6", "--eval-every", "3", "--blocks", "3",
@@ -45,46 +203,75 @@ def test_cli_prints_a_valid_result_line(run_train, tmp_path):
     assert code == 0, err
     [result] = result_lines(out)
     check_result(result, "mta")
-    assert 0 <= result["metrics"]["first_letter_error"] <= 1
+    assert {"sequence_error", "token_error", "first_letter_error", "copy_error"} <= set(result["metrics"])
     assert "attention before the key-query convolution" in out
     assert (tmp_path / "result.json").exists()
     if HAS_MATPLOTLIB:
         assert (tmp_path / "attention-after-conv.png").exists() and (tmp_path / "loss.png").exists()
 
 
-def test_cli_compare_prints_both_models_and_the_table(run_train):
-    code, out, err = run_train("mta", "--compare", "--seeds", "2", "--steps", "3", "--eval-every", "3",
+def test_cli_one_letter_blocks_give_a_strict_json_result(run_train):
+    code, out, err = run_train("mta", "--steps", "2", "--eval-every", "2", "--blocks", "3", "--block-length", "1",
+                               "--query-letters", "1", "--test-size", "10", "--d-model", "16", "--c-k", "3")
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if line.startswith("result: ")]
+    result = json.loads(line[len("result: "):], parse_constant=lambda name: pytest.fail(name))
+    assert result["metrics"]["copy_error"] == 0.0  # no letters to copy
+
+
+def test_cli_compare_prints_both_models_and_the_papers_numbers(run_train, monkeypatch):
+    calls = spy_on_training(monkeypatch)
+    code, out, err = run_train("mta", "--compare", "--seeds", "2", "--steps", "2", "--eval-every", "2",
                                "--blocks", "2", "--test-size", "20", "--d-model", "16")
     assert code == 0, err
     results = result_lines(out)
     assert [r["variant"] for r in results] == ["mta", "standard"]
+    assert [call["model"].config.mta for call in calls] == [True, True, False, False]  # 2 seeds each
     assert all(r["metrics"]["seeds"] == [0, 1] for r in results)
-    assert "| **standard** (ours)" in out and "| MTA (paper)" in out and "51.6" in out
+    assert "| **standard** (ours)" in out and "| MTA (paper)" in out
+    assert "77.7 / 75.3 / 1.9" in out and "51.6" in out and "0.0 / 0.0 / 0.2" in out  # the toy README's
 
 
-def test_cli_baseline_trains_standard_attention_only(run_train):
+def test_cli_flags_reach_the_model_config(run_train, monkeypatch):
+    calls = spy_on_training(monkeypatch)
+    code, _, err = run_train("mta", "--steps", "1", "--eval-every", "1", "--blocks", "2", "--test-size", "5",
+                             "--d-model", "24", "--heads", "4", "--layers", "3", "--kq-conv", "post", "--c-q", "3",
+                             "--c-k", "5", "--head-mix", "pre", "--c-h", "2", "--head-norm", "gate")
+    assert code == 0, err
+    c = calls[0]["model"].config
+    assert (c.d_model, c.n_heads, c.n_layers, c.kq_conv, c.c_q, c.c_k) == (24, 4, 3, "post", 3, 5)
+    assert (c.head_mix, c.c_h, c.head_norm, c.mta, c.vocab_size) == ("pre", 2, "gate", True, 28)
+
+
+def test_cli_baseline_trains_standard_attention_only(run_train, monkeypatch):
+    calls = spy_on_training(monkeypatch)
     code, out, err = run_train("mta", "--baseline", "--steps", "2", "--eval-every", "2", "--blocks", "2",
                                "--test-size", "20", "--d-model", "16")
     assert code == 0, err
     [result] = result_lines(out)
     assert result["variant"] == "standard" and "key-query convolution" not in out
+    assert [call["model"].config.mta for call in calls] == [False]
 
 
-def test_cli_reads_the_authors_format(run_train, tmp_path):
+def test_cli_reads_the_authors_format_and_trains_on_the_files_examples(run_train, tmp_path, monkeypatch):
     path = tmp_path / "train.jsonl"
-    examples = mta_experiment.LetterBlocks(5, 2).examples(30, np.random.default_rng(3))
+    examples = LetterBlocks(5, 2).examples(30, np.random.default_rng(3))
     mta_experiment.write_letter_blocks(path, examples)
     assert json.loads(path.read_text().splitlines()[0]) == {"src": examples[0][0], "tgt": examples[0][1]}
+    calls = spy_on_training(monkeypatch)
     code, out, err = run_train("mta", "--data", path, "--test-data", path, "--steps", "2",
                                "--eval-every", "2", "--d-model", "16")
     assert code == 0, err
     [result] = result_lines(out)
     assert result["metrics"]["blocks"] == 5  # the file's shape, not the flag's default
+    tokens, _, _ = calls[0]["next_batch"]()  # next_batch: rows are the file's examples
+    texts = {"".join(mta_experiment.BLOCK_VOCAB[t] for t in row).rstrip("#") for row in tokens.tolist()}
+    assert texts <= {(src + tgt[:-1]).rstrip("#") for src, tgt in examples}
 
 
 def test_the_data_file_sets_the_task_shape_without_writing_args(tmp_path):
     path = tmp_path / "test.jsonl"
-    examples = mta_experiment.LetterBlocks(6, 3, 7).examples(5, np.random.default_rng(0))
+    examples = LetterBlocks(6, 3, 7).examples(5, np.random.default_rng(0))
     mta_experiment.write_letter_blocks(path, examples)
     args = train.build_parser().parse_args(["mta", "--test-data", str(path)])
     task, train_examples, test = mta_experiment.mta_data(args)
@@ -93,16 +280,90 @@ def test_the_data_file_sets_the_task_shape_without_writing_args(tmp_path):
     assert (args.blocks, args.query_letters, args.block_length) == (4, 2, 5)  # the flags as given
 
 
-@pytest.mark.parametrize("line", ['{"src": "abcde#ab"}', 'not json', '{"src": "ABCDE#AB", "tgt": "ABCDE"}'])
-def test_cli_rejects_a_bad_data_file_in_one_line(run_train, tmp_path, line):
+def test_cli_a_one_block_file_of_26_letter_targets_runs(run_train, tmp_path):
+    path = tmp_path / "whole.jsonl"
+    path.write_text(json.dumps({"src": LETTERS[::-1] + "#qa", "tgt": LETTERS[::-1]}) + "\n")
+    code, out, err = run_train("mta", "--data", path, "--steps", "1", "--eval-every", "1", "--test-size", "5",
+                               "--d-model", "16")
+    assert code == 0, err
+
+
+def example(src, tgt):
+    return json.dumps({"src": src, "tgt": tgt})
+
+
+GOOD = example("abcde.fghij#ab", "abcde")
+
+
+@pytest.mark.parametrize("lines,where,word", [
+    (["not json"], 1, "JSON"),
+    (['{"src": "abcde#ab"}'], 1, "'tgt'"),
+    (["[1, 2]"], 1, "object"),
+    ([example("ABCDE#AB", "ABCDE")], 1, "letters"),
+    ([example("abcde#fghij#ab", "abcde")], 1, "one '#'"),
+    ([example("abcde.fghij#", "abcde")], 1, "query"),
+    ([example("abcde.fghij#aa", "abcde")], 1, "distinct"),
+    ([GOOD, example("abcde.fghij#ab", "abcdf")], 2, "not a block"),
+    ([example("abcde.fghij#ab", "abcd")], 1, "letters"),
+    ([example("abcde.fgh#ab", "abcde")], 1, "letters"),
+    ([example("abcde.fghij#af", "abcde")], 1, "not in 'tgt'"),
+    ([example("abcde.bafgh#ab", "abcde")], 1, "another block"),
+    ([example("abcda.fghij#ab", "abcda")], 1, "distinct"),
+    ([example("abcde.fghij.fghij#ab", "abcde")], 1, "distinct"),
+    ([GOOD, example("abcd.fghi#ab", "abcd")], 2, "line 1's"),
+    ([GOOD, "", GOOD], 2, "empty"),
+    ([GOOD, example("a" * 1_000_000 + "#a", "a")], 2, "longer"),
+    ([example(".".join(["".join(p) for p in itertools.islice(itertools.permutations("abcdef", 5), 1, 200)])
+              + ".zyxwv#zy", "zyxwv")], 1, "more than"),
+    ([example(LETTERS + "." + LETTERS[::-1] + "#ab", LETTERS)], 1, "another block"),
+])
+def test_cli_refuses_a_bad_data_file_with_its_line_number(run_train, tmp_path, lines, where, word):
     path = tmp_path / "bad.jsonl"
-    path.write_text(line + "\n")
-    code, out, err = run_train("mta", "--data", path, "--steps", "1")
-    assert code == 2 and err.count("\n") == 1 and "bad.jsonl:1" in err
+    path.write_text("\n".join(lines) + "\n")
+    for flag in ("--data", "--test-data"):
+        code, out, err = run_train("mta", flag, path, "--steps", "1", "--test-size", "5")
+        assert code == 2 and err.count("\n") == 1 and f"bad.jsonl:{where}:" in err and word in err, err
+        assert "Traceback" not in err + out
 
 
-def test_cli_rejects_impossible_sizes(run_train):
-    code, _, err = run_train("mta", "--query-letters", "6", "--steps", "1")
-    assert code == 2 and "query letters" in err
-    code, _, err = run_train("mta", "--heads", "3", "--steps", "1")
-    assert code == 2 and "divisible" in err
+@pytest.mark.parametrize("content,word", [(b"", "no examples"), (b'{"src": "\xff"}\n', "UTF-8")])
+def test_cli_refuses_an_empty_or_binary_data_file(run_train, tmp_path, content, word):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    code, _, err = run_train("mta", "--data", path, "--steps", "1")
+    assert code == 2 and err.count("\n") == 1 and word in err
+
+
+def test_cli_refuses_files_of_different_block_lengths_and_a_missing_file(run_train, tmp_path):
+    five, four = tmp_path / "five.jsonl", tmp_path / "four.jsonl"
+    five.write_text(GOOD + "\n")
+    four.write_text(example("abcd.fghi#ab", "abcd") + "\n")
+    code, _, err = run_train("mta", "--data", five, "--test-data", four, "--steps", "1")
+    assert code == 2 and err.count("\n") == 1 and "differ in length" in err
+    code, _, err = run_train("mta", "--data", tmp_path / "missing.jsonl", "--steps", "1")
+    assert code == 2 and err.count("\n") == 1 and "cannot read" in err
+
+
+@pytest.mark.parametrize("flags,word", [
+    (["--blocks", "0"], "--blocks"), (["--blocks", "1000"], "--blocks"), (["--blocks", "x"], "--blocks"),
+    (["--query-letters", "0"], "--query-letters"), (["--query-letters", "27"], "--query-letters"),
+    (["--block-length", "27"], "--block-length"), (["--test-size", "0"], "--test-size"),
+    (["--test-size", "1000000"], "--test-size"), (["--seeds", "0"], "--seeds"), (["--seeds", "1000"], "--seeds"),
+    (["--d-model", "1"], "--d-model"), (["--d-model", "5000"], "--d-model"), (["--layers", "0"], "--layers"),
+    (["--layers", "65"], "--layers"), (["--heads", "0"], "--heads"), (["--heads", "1000"], "--heads"),
+    (["--c-q", "0"], "--c-q"), (["--c-q", "1000"], "--c-q"), (["--c-k", "100"], "--c-k"),
+    (["--c-h", "0"], "--c-h"), (["--c-h", "1000"], "--c-h"), (["--warmup", "0"], "--warmup"),
+    (["--warmup", "10000000"], "--warmup"), (["--target-error", "1.5"], "--target-error"),
+    (["--target-error", "-0.1"], "--target-error"), (["--target-error", "nan"], "--target-error"),
+    (["--kq-conv", "both"], "--kq-conv"), (["--head-norm", "layer"], "--head-norm"),
+    # cross-flag checks: no hang, no traceback
+    (["--block-length", "26"], "distractor"), (["--query-letters", "6"], "query letters"),
+    (["--blocks", "200"], "more than"), (["--heads", "3"], "divisible"),
+    (["--d-model", "12", "--heads", "4"], "even"), (["--head-mix", "pre", "--c-h", "3"], "divisible"),
+    (["--blocks", "2", "--c-k", "40"], "larger than the sequences"),
+    (["--blocks", "2", "--c-q", "30"], "larger than the sequences"),
+])
+def test_cli_refuses_bad_flags_in_one_line(run_train, flags, word):
+    code, out, err = run_train("mta", *flags, "--steps", "1", "--test-size", "5")
+    assert code == 2 and err.count("\n") == 1 and word in err, err
+    assert "Traceback" not in err + out
