@@ -1,86 +1,374 @@
-"""The MemN2N experiment: the bAbI-style generator, the official file format, and the command line."""
+"""The MemN2N experiment: the bAbI-style generator's rules, the official file format and its bad
+files, the paper's training settings and schedule, --compare's columns, and the command line."""
+import collections
+import json
+import math
+import types
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
+import memn2n
+import train
 from conftest import HAS_MATPLOTLIB, check_result, result_lines
-from experiments import memn2n_experiment
+from experiments import memn2n_experiment as E
+
+# The bAbI world, written out here (papers.md; the generator's own tuples are not trusted)
+ACTORS = {"John", "Mary", "Sandra", "Daniel"}
+LOCATIONS = {"bedroom", "kitchen", "garden", "hallway", "bathroom", "office"}
+OBJECTS = {"apple", "football", "milk"}
+MOVES = {"moved to", "went to", "went back to", "journeyed to", "travelled to"}
+GETS = {"got", "grabbed", "picked up", "took"}
+DROPS = {"dropped", "discarded", "put down", "left"}
 
 
-# --- the bAbI-style data ------------------------------------------------------------------------
+# --- the bAbI-style generator -------------------------------------------------------------------
+
+def statement_kind(text):
+    """(actor, 'move' | 'get' | 'drop', verb, object or location, 'there' or '')."""
+    words = text.rstrip(".").split()
+    actor, rest = words[0], " ".join(words[1:])
+    for kind, verbs in (("move", MOVES), ("get", GETS), ("drop", DROPS)):
+        for verb in verbs:
+            if rest.startswith(verb + " the "):
+                what = rest[len(verb) + 5:].split()
+                assert actor in ACTORS and len(what) in (1, 2), text
+                assert what[0] in (LOCATIONS if kind == "move" else OBJECTS), text
+                assert what[1:] in ([], ["there"]) and (kind != "move" or len(what) == 1), text
+                return actor, kind, verb, what[0], " ".join(what[1:])
+    raise AssertionError(f"not a bAbI statement: {text!r}")
+
 
 def replay(story):
-    """Read a story's statements back into a world state and check each question against it."""
+    """Read a story's statements back into a world state and check each question, its answer and its
+    supporting facts in their order, against it."""
     place, holder, lying, carried = {}, {}, {}, {}
     for i, line in enumerate(story, 1):
-        words = line.text.rstrip(".?").split()
         if line.answer is None:
-            actor = words[0]
-            if words[-2:-1] == ["the"] and words[-3] == "to":  # "<actor> <verb> to the <location>"
+            actor, kind, _, what, _ = statement_kind(line.text)
+            if kind == "move":
+                assert place.get(actor, (None,))[0] != what, "a move goes somewhere else"
                 for obj, (who, got) in holder.items():
-                    if who == actor:
-                        carried[obj] = (place[actor][0], words[-1], {got, place[actor][1], i})
-                place[actor] = (words[-1], i)
+                    if who == actor:  # the object travels with its carrier
+                        carried[obj] = (place[actor][0], what, [got, place[actor][1], i])
+                place[actor] = (what, i)
+            elif kind == "get":
+                assert actor in place and what not in holder, line.text
+                assert lying.get(what, place[actor])[0] == place[actor][0], "got where it lies"
+                holder[what] = (actor, i)
+                lying.pop(what, None)
             else:
-                obj = words[words.index("the") + 1]
-                assert obj in memn2n_experiment.BABI_OBJECTS and actor in place, line.text
-                if any(line.text.startswith(f"{actor} {v} ") for v in memn2n_experiment.BABI_GET):
-                    assert obj not in holder and lying.get(obj, place[actor])[0] == place[actor][0]
-                    holder[obj] = (actor, i)
-                    lying.pop(obj, None)
-                else:
-                    assert holder.pop(obj)[0] == actor
-                    lying[obj] = (place[actor][0], i, place[actor][1])
+                assert holder.pop(what)[0] == actor, "dropped by whoever holds it"
+                lying[what] = (place[actor][0], i, place[actor][1])
             continue
-        assert all(story[s - 1].answer is None for s in line.support)
-        if words[:2] == ["Where", "is"] and words[2] != "the":  # task 1
-            assert (line.answer, set(line.support)) == (place[words[2]][0], {place[words[2]][1]})
-        elif words[:2] == ["Where", "is"]:  # task 2
+        words = line.text.rstrip("?").split()
+        assert i > 1 and all(story[s - 1].answer is None for s in line.support)
+        if words[:2] == ["Where", "is"] and words[2] != "the":  # task 1: the actor's latest move
+            assert (line.answer, list(line.support)) == (place[words[2]][0], [place[words[2]][1]])
+        elif words[:2] == ["Where", "is"]:  # task 2: (got, the holder's move) or (drop, the dropper's move)
             obj = words[3]
             if obj in holder:
                 actor, got = holder[obj]
-                expected = (place[actor][0], {got, place[actor][1]})
+                expected = (place[actor][0], [got, place[actor][1]])
             else:
-                expected = (lying[obj][0], {lying[obj][1], lying[obj][2]})
-            assert (line.answer, set(line.support)) == expected
-        else:  # task 3: "Where was the <object> before the <location>"
+                expected = (lying[obj][0], [lying[obj][1], lying[obj][2]])
+            assert (line.answer, list(line.support)) == expected
+        else:  # task 3: "Where was the <object> before the <location>": (got, move from, move to)
+            assert words[:3] == ["Where", "was", "the"] and words[4:6] == ["before", "the"]
             frm, to, support = carried[words[3]]
-            assert (line.answer, to, set(line.support)) == (frm, words[-1], support)
+            assert (line.answer, words[-1], list(line.support)) == (frm, to, support)
 
 
 @pytest.mark.parametrize("task", [1, 2, 3])
-def test_generated_stories_are_consistent_and_round_trip(task):
-    stories = memn2n_experiment.babi_stories(task, 60, np.random.default_rng(task))
-    assert sum(line.answer is not None for s in stories for line in s) == 60
+def test_generated_stories_are_consistent_with_their_answers_and_round_trip(task):
+    stories = E.babi_stories(task, 200, np.random.default_rng(task))
+    assert sum(line.answer is not None for s in stories for line in s) == 200
+    assert [sum(line.answer is not None for line in s) for s in stories] == [5] * 40
+    short = E.babi_stories(task, 12, np.random.default_rng(0))
+    assert [sum(line.answer is not None for line in s) for s in short] == [5, 5, 2]
     for story in stories:
         replay(story)
-    text = memn2n_experiment.write_babi(stories)
-    assert memn2n_experiment.parse_babi(text) == stories
-    assert memn2n_experiment.write_babi(memn2n_experiment.parse_babi(text)) == text
-    for example in memn2n_experiment.babi_examples(stories):  # the supporting facts fit in the 50-memory window
-        assert min(example.support) >= len(example.memory) - memn2n_experiment.BABI_MEMORY
-        assert example.answer in memn2n_experiment.babi_words(" ".join(memn2n_experiment.BABI_LOCATIONS))
+    text = E.write_babi(stories)
+    assert E.parse_babi(text) == stories
+    assert E.write_babi(E.parse_babi(text)) == text
+    for example in E.babi_examples(stories):  # the supporting facts fit in the 50-memory window
+        assert min(example.support) >= len(example.memory) - 50
+        assert example.answer in LOCATIONS
+        assert any(example.answer in example.memory[s] for s in example.support)
 
+
+@pytest.mark.parametrize("task,low,high", [(1, 2, 2), (2, 1, 6), (3, 4, 20)])
+def test_statements_between_questions_are_drawn_uniformly_from_the_tasks_gap(task, low, high):
+    """U{low..high} statements before each question, more only while no question can be asked."""
+    gaps = collections.Counter()
+    for story in E.babi_stories(task, 3000, np.random.default_rng(7)):
+        gap = 0
+        for line in story:
+            if line.answer is None:
+                gap += 1
+            else:
+                gaps[gap], gap = gaps[gap] + 1, 0
+    n = sum(gaps.values())
+    assert min(gaps) == low
+    for g in range(low, high + 1):
+        assert gaps[g] / n > 0.5 / (high - low + 1), g
+    assert sum(c for g, c in gaps.items() if g > high) / n < 0.12
+    if task == 1:
+        assert gaps == {2: n}
+
+
+@pytest.mark.parametrize("task", [2, 3])
+def test_events_are_a_move_half_the_time_a_get_or_a_drop_a_quarter_each(task):
+    world = E._BabiWorld(task, np.random.default_rng(3))
+    calls = collections.Counter()
+    record = lambda kind: lambda: calls.update([kind])
+    world.move, world.get, world.drop = record("move"), record("get"), record("drop")
+    draws = 8000
+    for _ in range(draws):
+        world.event()
+    for kind, share in (("move", 0.5), ("get", 0.25), ("drop", 0.25)):
+        assert abs(calls[kind] / draws - share) < 5 * math.sqrt(share * (1 - share) / draws), kind
+    world = E._BabiWorld(1, np.random.default_rng(3))
+    world.move, world.get, world.drop = record("move1"), record("get1"), record("drop1")
+    for _ in range(200):
+        world.event()
+    assert calls["move1"] == 200
+
+
+def test_the_vocabulary_is_the_babi_worlds_and_there_ends_half_the_gets_and_drops():
+    seen = collections.defaultdict(set)
+    there = []
+    for task in (1, 2, 3):
+        for story in E.babi_stories(task, 600, np.random.default_rng(11)):
+            for line in story:
+                if line.answer is None:
+                    actor, kind, verb, what, place = statement_kind(line.text)
+                    seen["actor"].add(actor)
+                    seen[kind].add(verb)
+                    seen["location" if kind == "move" else "object"].add(what)
+                    if kind != "move":
+                        there.append(place == "there")
+                else:
+                    assert line.text.endswith("?") and line.answer in LOCATIONS
+                    seen["question"].add(" ".join(w for w in line.text.rstrip("?").split()
+                                                  if w not in ACTORS | LOCATIONS | OBJECTS))
+    assert seen == {"actor": ACTORS, "location": LOCATIONS, "object": OBJECTS, "move": MOVES, "get": GETS,
+                    "drop": DROPS, "question": {"Where is", "Where is the", "Where was the before the"}}
+    assert abs(np.mean(there) - 0.5) < 5 * math.sqrt(0.25 / len(there))
+
+
+# --- the official file format and the tensors ------------------------------------------------
 
 def test_a_handwritten_file_parses_into_examples_and_tensors():
     text = ("1 Mary moved to the bathroom.\n2 John went to the hallway.\n"
             "3 Where is Mary? \tbathroom\t1\n4 Daniel went back to the hallway.\n"
             "5 Where is Daniel? \thallway\t4\n1 Sandra journeyed to the garden.\n"
             "2 Where is Sandra? \tgarden\t1\n")
-    examples = memn2n_experiment.babi_examples(memn2n_experiment.parse_babi(text))
+    examples = E.babi_examples(E.parse_babi(text))
     assert [(len(e.memory), e.question, e.answer, e.support) for e in examples] == [
         (2, ["where", "is", "mary"], "bathroom", [0]), (3, ["where", "is", "daniel"], "hallway", [2]),
         (1, ["where", "is", "sandra"], "garden", [0])]
-    vocab = memn2n_experiment.babi_vocab(examples)
-    story, query, answer = memn2n_experiment.babi_tensors(examples, vocab, memory_size=2)
+    vocab = E.babi_vocab(examples)
+    assert vocab[0] == "<nil>" and vocab[1:] == sorted(vocab[1:])
+    story, query, answer = E.babi_tensors(examples, vocab, memory_size=2)
     assert story.shape == (3, 2, 6) and query.shape == (3, 6)
     assert [vocab[w] for w in story[1, 1] if w] == "daniel went back to the hallway".split()  # latest 2 kept
     assert (story[2, 1] == 0).all() and vocab[answer[0]] == "bathroom"
-    for bad in ["1 Mary moved.\n3 John moved.\n", "x Mary\n", "1 Mary moved.\n2 Where? \tbed\t2\n"]:
-        with pytest.raises(ValueError):
-            memn2n_experiment.parse_babi(bad)
 
 
-# --- the experiment ---------------------------------------------------------------------------
+def test_the_memory_holds_the_50_latest_statements_by_default():
+    lines = [E.BabiLine(f"Mary moved to the room{i}.") for i in range(1, 61)]
+    lines.append(E.BabiLine("Where is Mary?", "room60", (60,)))
+    examples = E.babi_examples([lines])
+    vocab = E.babi_vocab(examples)
+    story, _, _ = E.babi_tensors(examples, vocab)
+    assert story.shape[1] == 50
+    assert [vocab[story[0, i, 4]] for i in (0, 49)] == ["room11", "room60"]  # statements 11..60 of 60
+
+
+GOOD = "1 Mary moved to the bathroom.\n2 John went to the hallway.\n3 Where is Mary? \tbathroom\t1\n"
+BAD_FILES = {  # name: (test file text, the line number the message must name, a word of the message)
+    "empty question": (GOOD + "4 \tbathroom\t1\n", 4, "question<TAB>"),
+    "empty answer": (GOOD + "4 Where is John? \t\t2\n", 4, "question<TAB>"),
+    "two-word answer": (GOOD + "4 Where is John? \tthe hallway\t2\n", 4, "one-word answer"),
+    "no supporting id": (GOOD + "4 Where is John? \thallway\t\n", 4, "supporting ids"),
+    "opens with a question": (GOOD + "1 Where is John? \thallway\t1\n", 4, "opens with a question"),
+    "support is the question itself": (GOOD + "4 Where is John? \thallway\t4\n", 4, "earlier statement"),
+    "support is a question": (GOOD + "4 Where is John? \thallway\t3\n", 4, "earlier statement"),
+    "support id 0": (GOOD + "4 Where is John? \thallway\t0\n", 4, "earlier statement"),
+    "support not a number": (GOOD + "4 Where is John? \thallway\tx\n", 4, "supporting ids"),
+    "id does not continue": (GOOD + "5 John went to the office.\n", 4, "does not continue"),
+    "a file without id 1": ("2 John went to the office.\n" + GOOD, 1, "does not continue"),
+    "opens the file with a question": ("1 Where is John? \thallway\t1\n", 1, "opens with a question"),
+    "not ID text": ("Mary moved to the bathroom.\n" + GOOD, 1, "ID text"),
+    "id without text": (GOOD + "4\n", 4, "ID text"),
+    "empty line": (GOOD + "\n" + GOOD, 4, "ID text"),
+    "a 1 MB line": (GOOD + "4 Mary went to the " + "x" * 1_000_000 + ".\n", 4, "characters"),
+    "60 words": (GOOD + "4 " + "Mary " * 60 + ".\n", 4, "words"),
+    "1001-line story": ("".join(f"{i} Mary went to the office.\n" for i in range(1, 1002)), 1001, "longer than"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_a_bad_data_file_is_one_line_naming_its_line(run_train, tmp_path, name):
+    text, line, word = BAD_FILES[name]
+    (tmp_path / "qa1_single-supporting-fact_train.txt").write_text(GOOD * 12)
+    (tmp_path / "qa1_single-supporting-fact_test.txt").write_text(text)
+    code, out, err = run_train("memn2n", "--data", tmp_path, "--task", 1, "--epochs", 1, "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"qa1_single-supporting-fact_test.txt:{line}: " in err and word in err, err
+
+
+def test_data_dir_trains_on_real_format_files_and_missing_ones_are_one_line(run_train, tmp_path):
+    for split, seed, n in (("train", 1, 50), ("test", 2, 20)):
+        stories = E.babi_stories(2, n, np.random.default_rng(seed))
+        (tmp_path / f"qa2_two-supporting-facts_{split}.txt").write_text(E.write_babi(stories))
+    code, out, err = run_train("memn2n", "--data", tmp_path, "--epochs", 1, "--ls-epochs", 1, "--device", "cpu")
+    assert code == 0, err
+    assert result_lines(out)[0]["metrics"]["training_questions"] == 45
+    (tmp_path / "qa1_x_train.txt").write_text(GOOD)
+    (tmp_path / "qa1_x_test.txt").write_text(GOOD)
+    for argv, word in ((["--data", tmp_path / "missing"], "missing"), (["--data", tmp_path, "--task", 3], "qa3_"),
+                       (["--data", tmp_path, "--task", 1], "at least 10")):
+        code, out, err = run_train("memn2n", *argv, "--epochs", 1)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and word in err
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--hops", 0), ("--hops", 21), ("--hops", 50), ("--dim", 0), ("--dim", 5000), ("--memory-size", 0),
+    ("--memory-size", 201), ("--train-size", 9), ("--train-size", 100_001), ("--test-size", 0),
+    ("--test-size", 100_001), ("--epochs", 0), ("--epochs", 1001), ("--ls-epochs", 0),
+    ("--random-noise", -0.1), ("--random-noise", 1.5), ("--random-noise", "nan"), ("--target-error", 2),
+    ("--target-error", -0.5), ("--target-error", "nan"), ("--task", 4), ("--hops", "x")])
+def test_a_bad_flag_is_one_line_and_exit_2(run_train, flag, value):
+    tiny = ["--train-size", 20, "--test-size", 5, "--epochs", 1, "--ls-epochs", 1]  # a wrong "yes" ends soon
+    code, out, err = run_train("memn2n", *tiny, flag, value, "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and flag in err
+
+
+def test_the_last_tenth_of_the_training_questions_is_the_validation_set():
+    args = types.SimpleNamespace(data=None, seed=4, test_size=30, memory_size=50, device="cpu")
+    examples, data, vocab = E.memn2n_data(args, 2, 200)
+    generated = E.babi_examples(E.babi_stories(2, 200, np.random.default_rng(4)))
+    assert examples["train"] == generated[:180] and examples["val"] == generated[180:]
+    assert examples["test"] == E.babi_examples(E.babi_stories(2, 30, np.random.default_rng(train.TEST_SEED)))
+    assert [len(data[split][2]) for split in ("train", "val", "test")] == [180, 20, 30]
+
+
+# --- the training: the paper's settings and the official schedule -----------------------------
+
+def test_the_schedule_is_the_official_codes():
+    """config_babi.m / train_linear_start.m: LS 20 epochs at 0.005, then the schedule restarts at
+    0.005 for 100 epochs, halved at the start of epochs 25, 50, 75, 100; without LS 0.01, likewise."""
+    per_epoch = 10
+
+    def at(epoch, linear_start=True, within=1):  # the first (or given) step of an epoch, 1-based
+        return E.memn2n_schedule((epoch - 1) * per_epoch + within, per_epoch, 20 if linear_start else 0, 0.01)
+
+    assert [at(e) for e in (1, 20)] == [(0.005, True)] * 2
+    assert E.memn2n_schedule(60 * per_epoch, per_epoch, 60, 0.01) == (0.005, True)  # LS's lr stays constant
+    assert at(20, within=10) == (0.005, True) and at(21) == (0.005, False)
+    phase2 = {e: 0.005 for e in range(1, 25)} | {e: 0.0025 for e in range(25, 50)}
+    phase2 |= {e: 0.00125 for e in range(50, 75)} | {e: 0.000625 for e in range(75, 100)} | {100: 0.0003125}
+    for epoch, lr in phase2.items():
+        assert at(20 + epoch) == pytest.approx((lr, False))
+        assert at(20 + epoch, within=10)[0] == pytest.approx(lr)
+        assert at(epoch, linear_start=False) == pytest.approx((2 * lr, False))
+
+
+@pytest.fixture
+def loops(monkeypatch):
+    """Replace the training loop by a recorder: each call's arguments, no training."""
+    calls = []
+
+    def record(model, optimizer, next_batch, loss_fn, evaluate, solved, steps, eval_every, lr_at=None,
+               clip=None, **rest):
+        calls.append(types.SimpleNamespace(model=model, optimizer=optimizer, next_batch=next_batch,
+                                           loss_fn=loss_fn, solved=solved, steps=steps, eval_every=eval_every,
+                                           lr_at=lr_at, clip=clip))
+        return {"steps": 1, "seconds": 0.0, "solved": False, "metrics": {}, "losses": [1.0]}
+    monkeypatch.setattr(train, "training_loop", record)
+    return calls
+
+
+def test_the_default_run_trains_the_papers_model_the_papers_way(run_train, loops):
+    code, out, err = run_train("memn2n", "--task", 1, "--test-size", 10, "--device", "cpu")
+    assert code == 0, err
+    [call] = loops
+    model, n = call.model, 9000  # 10k questions by default, the last 10% held out for validation
+    assert result_lines(out)[0]["metrics"]["training_questions"] == n
+    config = model.config
+    assert (config.hops, config.d, config.memory_size, config.tying, config.encoding, config.random_noise,
+            config.temporal) == (3, 20, 50, "adjacent", "pe", 0.1, True)
+    assert model.vocab[0] == "<nil>" and {"where", "mary", "kitchen"} <= set(model.vocab)
+    assert len(model.vocab) == config.vocab_size
+    per_epoch = n // 32
+    assert call.steps == (20 + 40) * per_epoch and call.eval_every == per_epoch
+    assert call.clip == pytest.approx(40 / 32)  # clip 40 on the summed loss = 40 / 32 on the mean
+    [group] = call.optimizer.param_groups
+    assert type(call.optimizer) is torch.optim.SGD and group["momentum"] == 0 and group["weight_decay"] == 0
+    story, query, answer = call.next_batch()
+    assert len(answer) == 32
+    torch.manual_seed(0)
+    loss = call.loss_fn(model.eval(), (story, query, answer))
+    summed = F.cross_entropy(model(story, query), answer, reduction="sum")
+    assert loss.item() == pytest.approx(summed.item() / 32)
+    ls_steps = 20 * per_epoch
+    epoch_25 = ls_steps + 24 * per_epoch + 1
+    for step, lr, linear_start in ((1, 0.005, True), (ls_steps, 0.005, True), (ls_steps + 1, 0.005, False),
+                                   (epoch_25 - 1, 0.005, False), (epoch_25, 0.0025, False)):
+        assert call.lr_at(step) == pytest.approx(lr * 32) and model.linear_start == linear_start, step
+        assert call.solved({"val_error": 0.0}) == (not linear_start)
+    assert call.solved({"val_error": 0.03}) and not call.solved({"val_error": 0.031})
+
+
+def test_no_linear_start_trains_at_0_01_with_the_softmax(run_train, loops):
+    code, out, err = run_train("memn2n", "--task", 1, "--train-size", 100, "--test-size", 10, "--epochs", 30,
+                               "--no-linear-start", "--batch-size", 10, "--memory-size", 7, "--device", "cpu")
+    assert code == 0, err
+    [call] = loops
+    assert call.steps == 30 * 9 and call.model.config.memory_size == 7
+    # an epoch (9 batches of 10) is the 90 training questions, each once, in a random order
+    args = types.SimpleNamespace(data=None, seed=0, test_size=10, memory_size=7, device="cpu")
+    _, query, answer = E.memn2n_data(args, 1, 100)[1]["train"]
+    batches = [call.next_batch() for _ in range(9)]
+    assert all(b[0].shape[1] <= 7 and len(b[2]) == 10 for b in batches)
+    epoch = sorted((*q.tolist(), a) for _, qs, ans in batches for q, a in zip(qs, ans.tolist()))
+    assert epoch == sorted((*q.tolist(), a) for q, a in zip(query, answer.tolist()))
+    assert [b[2].tolist() for b in batches] != [answer[i:i + 10].tolist() for i in range(0, 90, 10)]
+    assert call.lr_at(1) == pytest.approx(0.01 * 10) and not call.model.linear_start
+    assert call.lr_at(24 * 9) == pytest.approx(0.1) and call.lr_at(24 * 9 + 1) == pytest.approx(0.05)
+
+
+def test_compare_trains_each_column_of_table_1_with_its_settings_for_all_its_epochs(run_train, loops):
+    code, out, err = run_train("memn2n", "--compare", "--train-size", 30, "--test-size", 10, "--device", "cpu")
+    assert code == 0, err
+    results = result_lines(out)
+    assert [(r["task"], r["metrics"]["hops"], r["metrics"]["training_questions"]) for r in results] == [
+        (f"babi-task{t}", k, 27) for t in (1, 2, 3) for k in (1, 2, 3)]
+    for call, (task, hops) in zip(loops, [(t, k) for t in (1, 2, 3) for k in (1, 2, 3)]):
+        assert call.model.config.hops == hops
+        assert call.model.config.random_noise == (0.1 if hops == 3 else 0.0)  # PE LS / PE LS / PE LS RN
+        assert call.steps == 20 + 100  # one step an epoch: 27 questions, batch 27
+        call.lr_at(call.steps)
+        assert not call.model.linear_start and not call.solved({"val_error": 0.0})  # no early stop
+    table = out.strip().splitlines()[-5:]
+    assert table[0].startswith("| bAbI task") and "3 hops paper PE LS RN (1k)" in table[0]
+    assert "1 hop paper PE LS (1k)" in table[0] and "2 hops paper PE LS (1k)" in table[0]
+    paper = [[float(cell) for cell in row.split("|")[3:8:2]] for row in table[2:]]
+    assert paper == [[0.8, 0.0, 0.0], [62.0, 15.6, 11.4], [76.9, 31.6, 21.9]]  # Table 1, tasks 1-3
+    assert table[4].startswith("| 3: three-supporting-facts")
+
+
+def test_compare_trains_on_1000_questions_by_default(run_train, loops):
+    code, out, err = run_train("memn2n", "--compare", "--test-size", 10, "--epochs", 1, "--device", "cpu")
+    assert code == 0, err
+    assert {r["metrics"]["training_questions"] for r in result_lines(out)} == {900}
+
+
+# --- real runs ---------------------------------------------------------------------------------
 
 def progress_losses(stdout):
     return [float(line.split("| loss ")[1].split()[0]) for line in stdout.splitlines() if "| loss " in line]
@@ -88,39 +376,30 @@ def progress_losses(stdout):
 
 def test_a_short_run_on_task_1_lowers_the_loss_and_draws_the_hops(run_train, tmp_path):
     code, out, err = run_train("memn2n", "--task", 1, "--hops", 2, "--train-size", 400, "--test-size", 100,
-                               "--epochs", 12, "--target-error", 0, "--out", tmp_path, "--device", "cpu")
+                               "--ls-epochs", 4, "--epochs", 8, "--out", tmp_path, "--device", "cpu")
     assert code == 0, err
     [result] = result_lines(out)
     check_result(result, "memn2n")
     assert result["task"] == "babi-task1" and result["metrics"]["training_questions"] == 360
     losses = progress_losses(out)
     assert len(losses) == 12 and losses[-1] < 0.8 * losses[0]
-    assert "support | hop 1 | hop 2 | sentence" in out and "linear start over" in out
+    assert "step 45: linear start over" in out  # after 4 epochs of 11 steps
+    assert "support | hop 1 | hop 2 | sentence" in out
     assert "attention of each hop (* supporting fact)" in out and (tmp_path / "result.json").exists()
     if HAS_MATPLOTLIB:
         assert (tmp_path / "hops.png").exists()
 
 
-def test_data_dir_trains_on_real_format_files_and_bad_input_is_one_line(run_train, tmp_path):
-    for split, seed, n in (("train", 1, 50), ("test", 2, 20)):
-        stories = memn2n_experiment.babi_stories(2, n, np.random.default_rng(seed))
-        (tmp_path / f"qa2_two-supporting-facts_{split}.txt").write_text(memn2n_experiment.write_babi(stories))
-    code, out, err = run_train("memn2n", "--data", tmp_path, "--epochs", 1, "--device", "cpu")
+def test_a_checkpoint_saved_during_linear_start_reloads_to_the_same_test_error(run_train, tmp_path):
+    code, out, err = run_train("memn2n", "--task", 1, "--train-size", 100, "--test-size", 50, "--steps", 3,
+                               "--out", tmp_path, "--device", "cpu")
     assert code == 0, err
-    assert result_lines(out)[0]["metrics"]["training_questions"] == 45
-    (tmp_path / "qa2_two-supporting-facts_test.txt").write_text("1 Mary moved.\n3 John moved.\n")
-    for argv in (["--data", tmp_path], ["--data", tmp_path / "missing"], ["--data", tmp_path, "--task", 1]):
-        code, out, err = run_train("memn2n", *argv, "--epochs", 1)
-        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
-def test_compare_prints_a_result_per_task_and_hops_then_the_table(run_train):
-    code, out, err = run_train("memn2n", "--compare", "--train-size", 30, "--test-size", 20, "--epochs", 1,
-                               "--device", "cpu")
-    assert code == 0, err
-    results = result_lines(out)
-    assert [(r["task"], r["metrics"]["hops"]) for r in results] == [
-        (f"babi-task{t}", k) for t in (1, 2, 3) for k in (1, 2, 3)]
-    table = out.strip().splitlines()[-5:]
-    assert table[0].startswith("| bAbI task") and "3 hops paper (1k)" in table[0]
-    assert "| 62.0" in table[3] and table[4].startswith("| 3: three-supporting-facts")
+    result = json.loads((tmp_path / "result.json").read_text())
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    model = memn2n.MemN2N(memn2n.MemN2NConfig(**saved["config"]))
+    model.load_state_dict(saved["state_dict"])
+    assert model.linear_start  # 3 steps: still in linear start
+    args = types.SimpleNamespace(data=None, seed=0, test_size=50, memory_size=50, device="cpu")
+    _, data, _ = E.memn2n_data(args, 1, 100)
+    with torch.no_grad():
+        assert E.memn2n_scores(model.eval(), data["test"])[1] == result["metrics"]["test_error"]
