@@ -19,7 +19,7 @@ def save_png(args, filename, draw):
     fig = plt.figure(figsize=(8, 5))
     draw(plt)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    train.write_atomically(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
     print(f"saved {path}")
     return path
@@ -41,16 +41,20 @@ SHADES = " ░▒▓█"
 
 
 def print_heatmap(matrix, row_labels, col_labels, title):
-    """A terminal picture of a [rows, cols] matrix of values in [0, 1] (e.g. attention weights)."""
+    """A terminal picture of a [rows, cols] matrix of values in [0, 1] (e.g. attention weights),
+    shaded relative to its largest value; negative values (linear start's raw scores) show blank and
+    a NaN (a diverged run) as '?'."""
     matrix = np.asarray(matrix, dtype=float)
-    scale = matrix.max() if matrix.max() > 0 else 1.0
+    finite = matrix[np.isfinite(matrix)]
+    scale = finite.max() if finite.size and finite.max() > 0 else 1.0
     width = max(len(str(r)) for r in row_labels)
     print(title)
     labels = [str(c)[:8] for c in col_labels]
     for depth in range(max(len(c) for c in labels)):  # column labels written downwards
         print(" " * (width + 1) + "".join(c[depth] if depth < len(c) else " " for c in labels))
     for label, row in zip(row_labels, matrix):
-        cells = "".join(SHADES[min(int(v / scale * len(SHADES)), len(SHADES) - 1)] for v in row)
+        cells = "".join("?" if not np.isfinite(v) else SHADES[min(max(int(v / scale * len(SHADES)), 0), len(SHADES) - 1)]
+                        for v in row)
         print(f"{str(label):>{width}} {cells}")
 
 

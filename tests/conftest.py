@@ -11,6 +11,10 @@ import train
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
+# the tests' models are tiny: one thread is faster than two fighting over a busy 2-core machine
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

@@ -18,9 +18,19 @@ SHORT = ["transformer", "--steps", 6, "--eval-every", 3, "--test-size", 20, "--m
 
 @pytest.mark.parametrize("argv, complaint", [
     (["no-such-paper"], "invalid choice"),
-    (["transformer", "--steps", 0], "positive"),
-    (["transformer", "--batch-size", -3], "positive"),
-    (["transformer", "--lr", "fast"], "positive number"),
+    (["transformer", "--steps", 0], "in [1, 10000000]"),
+    (["transformer", "--batch-size", -3], "in [1, 16384]"),
+    (["transformer", "--batch-size", 1000000000], "in [1, 16384]"),
+    (["transformer", "--seed", -1], "in [0, 4294967295]"),
+    (["transformer", "--seed", 2**64], "in [0, 4294967295]"),
+    (["cope", "--seed", 2**32 - 2, "--seeds", 3], "the last seed"),
+    (["transformer", "--device", "xpu"], "unknown device"),
+    (["transformer", "--device", "meta"], "unknown device"),
+    (["transformer", "--device", "cuda:99"], "no such CUDA device"),
+    (["transformer", "--device", "cpu:0"], "unknown device"),
+    (["transformer", "--resume", "/nonexistent"], "no such file"),
+    (["transformer", "--eval", "/nonexistent", "--resume", "/nonexistent"], "not both"),
+    (["transformer", "--lr", "fast"], "expected a number"),
     (["transformer", "--device", "tpu"], "unknown device"),
     (["transformer", "--min-len", 9, "--max-len", 5], "--min-len"),
     (["transformer", "--d-model", 10, "--heads", 3], "divisible"),
@@ -125,3 +135,102 @@ def test_two_ranks_on_the_cpu_train_in_step_and_end_with_identical_weights(tmp_p
     launch([], str(tmp_path / "single"))
     single = torch.load(tmp_path / "single" / "rank0.pt")
     assert any(not torch.allclose(single[name], rank0[name]) for name in rank0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness: --out checked first, strict JSON, a diverged run, Ctrl-C, --resume and --eval
+# ---------------------------------------------------------------------------------------------
+
+def test_out_naming_a_file_or_an_unwritable_place_fails_before_training(run_train, tmp_path):
+    existing = tmp_path / "a-file"
+    existing.write_text("")
+    for out, complaint in ((existing, "a file of that name exists"), (existing / "below", "cannot write")):
+        code, out_text, err = run_train(*SHORT, "--out", out)
+        assert code == 2 and complaint in err and len(err.strip().splitlines()) == 1
+        assert "step" not in out_text  # refused before any training
+
+
+def strict_json(line):
+    """json.loads that refuses NaN and Infinity, as a strict JSON reader does."""
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_a_diverged_run_ends_with_a_strict_json_result_line_that_says_so(run_train, tmp_path):
+    code, out, err = run_train(*SHORT, "--lr", "1e30", "--out", tmp_path)
+    assert code == 0 and "Traceback" not in err
+    assert "diverged" in out
+    result = strict_json(out.strip().splitlines()[-1][len("result: "):])
+    assert result["diverged"] is True and result["solved"] is False
+    strict_json((tmp_path / "result.json").read_text())
+
+
+def interrupt_at(monkeypatch, step):
+    """Send this process a SIGINT (Ctrl-C) during training step `step`, as a user at the keyboard."""
+    import signal
+    import train
+    calls, real = [0], train.mean_over_ranks
+
+    def counting(value):
+        calls[0] += 1
+        if calls[0] == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(value)
+    monkeypatch.setattr(train, "mean_over_ranks", counting)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_ctrl_c_saves_the_run_and_resume_ends_where_an_uninterrupted_run_ends(run_train, monkeypatch,
+                                                                             tmp_path, name):
+    argv = [name, *TINY[name], "--steps", 6, "--eval-every", 2, "--device", "cpu"]
+    code, out, _ = run_train(*argv, "--out", tmp_path / "whole")
+    assert code == 0
+    [whole] = result_lines(out)
+
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)
+        code, out, err = run_train(*argv, "--out", tmp_path / "cut")
+    assert code == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "interrupted at step 3" in err and "--resume" in err
+    interrupted = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert interrupted["interrupted"] is True and interrupted["steps"] == 3
+    saved = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    assert saved["training"]["step"] == 3 and len(saved["training"]["losses"]) == 3
+    assert saved["flags"]["name"] == name and saved["config"] and saved["state_dict"]
+    assert not [p for p in os.listdir(tmp_path / "cut") if p.endswith(".tmp")]  # written atomically
+
+    code, out, _ = run_train(name, "--resume", tmp_path / "cut", "--device", "cpu")
+    assert code == 0
+    [resumed] = result_lines(out)
+    for result in (whole, resumed):
+        result.pop("seconds")
+        result["metrics"].pop("ms_per_step", None), result["metrics"].pop("cpu_ms_per_step", None)
+    assert resumed == whole
+
+    code, out, _ = run_train(name, "--eval", tmp_path / "cut", "--device", "cpu")
+    assert code == 0
+    [evaluated] = result_lines(out)
+    evaluated.pop("seconds")
+    evaluated["metrics"].pop("ms_per_step", None), evaluated["metrics"].pop("cpu_ms_per_step", None)
+    assert evaluated["steps"] == whole["steps"] and evaluated["metrics"] == whole["metrics"]
+
+
+def test_resume_refuses_other_flags_and_other_experiments(run_train, tmp_path):
+    run_train(*SHORT, "--out", tmp_path)
+    code, _, err = run_train("transformer", "--resume", tmp_path, "--lr", "0.5")
+    assert code == 2 and "--lr" in err
+    code, _, err = run_train("cope", "--resume", tmp_path)
+    assert code == 2 and "transformer" in err
+    (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run_train("transformer", "--eval", tmp_path)
+    assert code == 2 and "not a checkpoint" in err and "Traceback" not in err
+
+
+def test_every_experiment_checkpoint_loads_with_weights_only_and_holds_its_vocabulary(run_train, tmp_path):
+    for name in sorted(TINY):
+        out = tmp_path / name
+        assert run_train(name, *TINY[name], "--steps", 2, "--eval-every", 1, "--device", "cpu", "--out", out)[0] == 0
+        saved = torch.load(out / "model.pt", weights_only=True)
+        assert set(saved) == {"config", "state_dict", "vocab", "flags", "training"}
+        assert name == "hopfield" or saved["vocab"], name  # continuous bags need no vocabulary
