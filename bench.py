@@ -278,8 +278,13 @@ def hardware(device):
     except OSError:
         return platform.processor() or platform.machine()
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit code 2, as train.py's
+        self.exit(2, f"bench.py: error: {message}\n")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to run: auto = cuda if available, else cpu (default auto)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats: a first look in seconds")
@@ -298,12 +303,12 @@ def parse_args(argv):
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
-    if args.sizes and min(args.sizes) < 2:
-        p.error("--sizes: every T must be at least 2")
-    for flag in ("--threads", "--repeats", "--seconds-per-cell", "--max-gb"):
+    if args.sizes and not 2 <= min(args.sizes) <= max(args.sizes) <= 2**20:
+        p.error("--sizes: every T must be in [2, 1048576]")
+    for flag, most in (("--threads", 1024), ("--repeats", 10000), ("--seconds-per-cell", 600), ("--max-gb", 2**20)):
         value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None and value <= 0:
-            p.error(f"{flag} must be positive, got {value}")
+        if value is not None and not 0 < value <= most:   # also refuses nan
+            p.error(f"{flag} must be in (0, {most}], got {value}")
     args.device = torch.device(args.device)
     args.bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and args.device.type == "cuda")
     if args.max_gb is not None:
