@@ -510,7 +510,7 @@ def main(argv=None):
             print(f"train.py: error: {error}", file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt) as stop:
-        where = f"; the run so far is in {args.out}: continue it with --resume {args.out}" \
+        where = f"; the run so far is in {args.out}: python train.py {args.name} --resume {args.out}" \
             if isinstance(stop, Interrupted) and args.out else ""
         print(f"train.py: interrupted{f' at step {stop.args[0]}' if stop.args else ''}{where}", file=sys.stderr)
         return 130
