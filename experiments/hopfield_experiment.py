@@ -114,16 +114,16 @@ def add_flags(p):
                    help="retrieval: fraction of bits masked or flipped, strictly between 0 and 1")
 
 
-def values_per_bag(args):
+def values_per_bag(args, dim):
     """Roughly the activations one bag holds in training: its instances, and per instance the
     embedding, norms and projections (about 8 d_model) and the baselines' output (d_model x queries)."""
-    return args.bag_size * (args.dim + args.d_model * (8 + args.queries))
+    return args.bag_size * (dim + args.d_model * (8 + args.queries))
 
 
-def check_sizes(args):
+def check_sizes(args, dim):
     """Cross-flag bounds, checked before any work, so that a run fits in memory (UsageError)."""
     if args.task == "retrieval":
-        d, N = args.dim, args.max_patterns
+        d, N = dim, args.max_patterns
         largest = N * max(d, min(N, args.probes))   # the patterns [N, d]; the dense overlaps [probes, N]
         if largest > MAX_VALUES:
             raise train.UsageError(f"--max-patterns {N} with --dim {d} and --probes {args.probes}: "
@@ -131,9 +131,9 @@ def check_sizes(args):
         return
     if args.witnesses > args.bag_size:
         raise train.UsageError(f"--witnesses {args.witnesses} exceeds --bag-size {args.bag_size}")
-    checks = [("--test-size x --bag-size x --dim", args.test_size * args.bag_size * args.dim, MAX_VALUES),
+    checks = [("--test-size x --bag-size x --dim", args.test_size * args.bag_size * dim, MAX_VALUES),
               ("one training batch (--batch-size, --bag-size, --dim, --d-model, --queries)",
-               args.batch_size * values_per_bag(args), 4 * MAX_VALUES),
+               args.batch_size * values_per_bag(args, dim), 4 * MAX_VALUES),
               ("the parameters (--d-model squared x (5 + --queries))",
                args.d_model ** 2 * (5 + args.queries), 2 * MAX_VALUES)]
     for what, size, bound in checks:
@@ -151,12 +151,12 @@ def finite(value, digits=None):
 def run(args):
     """--task mil: a HopfieldPooling classifier finds rare witnesses in bags; --compare adds mean and
     max pooling at equal size. --task retrieval: no training, the capacity table of section 2."""
-    args.dim = args.dim or (64 if args.task == "retrieval" else 16)
-    check_sizes(args)
+    dim = args.dim or (64 if args.task == "retrieval" else 16)   # --dim's default differs by task
+    check_sizes(args, dim)
     if args.task == "retrieval":
-        return run_retrieval(args)
+        return run_retrieval(args, dim)
     try:
-        task = WitnessBags(args.dim, args.bag_size, args.witnesses, args.noise)
+        task = WitnessBags(dim, args.bag_size, args.witnesses, args.noise)
         # beta None: the layer's 1/sqrt(d_k), as in the Transformer (section 3)
         configs = {pooling: hf.HopfieldConfig(d_model=args.d_model, n_heads=args.heads, beta=args.beta,
                                               update_steps=args.update_steps, n_patterns=args.queries,
@@ -170,7 +170,7 @@ def run(args):
           f"{task.witnesses} witnesses (witness rate {task.witnesses / task.bag_size:.2%}), noise {task.noise}; "
           f"an observer who knows the motif classifies {bayes:.3f} of the held-out bags right (the ceiling)")
     results, curves, accuracies = [], {}, {}
-    eval_batch = max(1, min(250, 4 * MAX_VALUES // values_per_bag(args)))
+    eval_batch = max(1, min(250, 4 * MAX_VALUES // values_per_bag(args, dim)))
     for variant, config in configs.items():
         rng, accuracies[variant] = train.seed_everything(args.seed), []
         model = hf.MILClassifier(config).to(args.device)
@@ -254,12 +254,11 @@ def show_bag_attention(args, model, test, bags_shown=6, per_cell=4):
     pictures.show_heatmap(args, "attention.png", weights, rows, cols, title)
 
 
-def run_retrieval(args):
+def run_retrieval(args, d):
     """Store N random +-1 patterns of dimension d, query each probed one with a corrupted copy, count
     exact retrievals (every sign right) for the classical, dense (F = exp) and modern networks.
     No training: the result's `steps` is the number of queries probed over all N, and `solved` says
     that the modern network retrieved >= 99% of them at every N."""
-    d = args.dim
     if not 0 < args.corrupt < 1:
         raise train.UsageError(f"--corrupt must lie strictly between 0 and 1, got {args.corrupt}")
     beta = args.beta or 1.0  # not the layers' 1/sqrt(d): see hopfield.py's notes on metastable states

@@ -234,3 +234,19 @@ def test_every_experiment_checkpoint_loads_with_weights_only_and_holds_its_vocab
         saved = torch.load(out / "model.pt", weights_only=True)
         assert set(saved) == {"config", "state_dict", "vocab", "flags", "training"}
         assert name == "hopfield" or saved["vocab"], name  # continuous bags need no vocabulary
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_no_experiment_writes_to_the_command_line_arguments(run_train, monkeypatch, name):
+    import train
+    experiment, changed = train.EXPERIMENTS[name], []
+    real_run = experiment.run
+
+    def watched(args):
+        before = dict(vars(args))
+        outcome = real_run(args)
+        changed.extend(k for k in set(before) | set(vars(args)) if vars(args).get(k, before) != before.get(k, args))
+        return outcome
+    monkeypatch.setattr(experiment, "run", watched)
+    assert run_train(name, *TINY[name], "--steps", 1, "--eval-every", 1, "--device", "cpu")[0] == 0
+    assert changed == []
