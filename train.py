@@ -36,6 +36,7 @@ EXPERIMENTS = {"bahdanau": bahdanau_experiment, "memn2n": memn2n_experiment,
                "transformer": transformer_experiment, "hopfield": hopfield_experiment,
                "cope": cope_experiment, "mta": mta_experiment}
 TEST_SEED = 1_000_003  # the held-out test sets come from this seed, never from --seed
+MAX_STEPS, MAX_SEED = 10_000_000, 2**32 - 1
 
 
 class UsageError(Exception):
@@ -446,9 +447,6 @@ def build_parser():
     return parser
 
 
-MAX_STEPS, MAX_SEED = 10_000_000, 2**32 - 1
-
-
 def restore_run(args, parser):
     """--resume DIR / --eval DIR: the run's flags come from DIR/model.pt; the command line says only
     where to run it (--device, --dtype, --compile) and where to write (--out; --resume: DIR)."""
@@ -465,6 +463,8 @@ def restore_run(args, parser):
         raise UsageError(f"{path}: not a checkpoint of train.py ({type(error).__name__})")
     if flags.get("name") != args.name:
         raise UsageError(f"{path} is a checkpoint of 'python train.py {flags.get('name')}', not {args.name}")
+    if (flags.get("seeds") or 1) > 1:  # model.pt then holds the last seed's model alone
+        raise UsageError(f"{path} comes from a run of several seeds: --resume and --eval take a single run")
     defaults = vars(parser.parse_args([args.name]))
     for key, value in vars(args).items():
         if key not in ("device", "dtype", "compile", "out", "resume", "eval", "start") and \

@@ -222,6 +222,10 @@ def test_resume_refuses_other_flags_and_other_experiments(run_train, tmp_path):
     assert code == 2 and "--lr" in err
     code, _, err = run_train("cope", "--resume", tmp_path)
     assert code == 2 and "transformer" in err
+    seeds = tmp_path / "seeds"
+    run_train("cope", *TINY["cope"], "--steps", 2, "--seeds", 2, "--device", "cpu", "--out", seeds)
+    code, _, err = run_train("cope", "--resume", seeds)
+    assert code == 2 and "several seeds" in err
     (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
     code, _, err = run_train("transformer", "--eval", tmp_path)
     assert code == 2 and "not a checkpoint" in err and "Traceback" not in err
