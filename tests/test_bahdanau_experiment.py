@@ -117,10 +117,12 @@ def test_cli_beam_decodes_with_the_beam(run_train):
     check_result(strict_result_lines(out)[0], "bahdanau")
 
 
+# the smallest RNNsearch, for runs whose lengths and test size are the point
+SMALLEST = ["--embed-dim", 4, "--hidden", 4, "--align-dim", 4, "--maxout", 2, "--batch-size", 2, "--device", "cpu"]
+
+
 def test_min_len_35_gives_one_bucket_and_strict_json(run_train):
-    code, out, err = run_train("bahdanau", "--steps", 1, "--min-len", 35, "--test-size", 4,
-                               "--embed-dim", 4, "--hidden", 4, "--align-dim", 4, "--maxout", 2,
-                               "--batch-size", 2, "--device", "cpu")
+    code, out, err = run_train("bahdanau", "--steps", 1, "--min-len", 35, "--test-size", 4, *SMALLEST)
     assert code == 0, err
     metrics = strict_result_lines(out)[0]["metrics"]
     assert [key for key in metrics if key.startswith("len ")] == ["len 35-40"]
@@ -128,9 +130,7 @@ def test_min_len_35_gives_one_bucket_and_strict_json(run_train):
 
 
 def test_an_empty_length_bucket_is_null_in_the_result_and_a_dash_in_the_table(run_train):
-    code, out, err = run_train("bahdanau", "--steps", 1, "--max-len", 25, "--test-size", 1,
-                               "--embed-dim", 4, "--hidden", 4, "--align-dim", 4, "--maxout", 2,
-                               "--batch-size", 2, "--device", "cpu")
+    code, out, err = run_train("bahdanau", "--steps", 1, "--max-len", 25, "--test-size", 1, *SMALLEST)
     assert code == 0, err
     metrics = strict_result_lines(out)[0]["metrics"]
     buckets = [metrics[f"len {b}"] for b in ("4-10", "11-20", "21-25")]
