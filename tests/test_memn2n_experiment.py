@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import memn2n
 import train
 from conftest import HAS_MATPLOTLIB, check_result, result_lines
-from experiments import memn2n_experiment as E
+from experiments import babi, memn2n_experiment as E
 
 # The bAbI world, written out here (papers.md; the generator's own tuples are not trusted)
 ACTORS = {"John", "Mary", "Sandra", "Daniel"}
@@ -83,17 +83,17 @@ def replay(story):
 
 @pytest.mark.parametrize("task", [1, 2, 3])
 def test_generated_stories_are_consistent_with_their_answers_and_round_trip(task):
-    stories = E.babi_stories(task, 200, np.random.default_rng(task))
+    stories = babi.generate(task, 200, np.random.default_rng(task))
     assert sum(line.answer is not None for s in stories for line in s) == 200
     assert [sum(line.answer is not None for line in s) for s in stories] == [5] * 40
-    short = E.babi_stories(task, 12, np.random.default_rng(0))
+    short = babi.generate(task, 12, np.random.default_rng(0))
     assert [sum(line.answer is not None for line in s) for s in short] == [5, 5, 2]
     for story in stories:
         replay(story)
-    text = E.write_babi(stories)
-    assert E.parse_babi(text) == stories
-    assert E.write_babi(E.parse_babi(text)) == text
-    for example in E.babi_examples(stories):  # the supporting facts fit in the 50-memory window
+    text = babi.write(stories)
+    assert babi.parse(text) == stories
+    assert babi.write(babi.parse(text)) == text
+    for example in babi.to_examples(stories):  # the supporting facts fit in the 50-memory window
         assert min(example.support) >= len(example.memory) - 50
         assert example.answer in LOCATIONS
         assert any(example.answer in example.memory[s] for s in example.support)
@@ -103,7 +103,7 @@ def test_generated_stories_are_consistent_with_their_answers_and_round_trip(task
 def test_statements_between_questions_are_drawn_uniformly_from_the_tasks_gap(task, low, high):
     """U{low..high} statements before each question, more only while no question can be asked."""
     gaps = collections.Counter()
-    for story in E.babi_stories(task, 3000, np.random.default_rng(7)):
+    for story in babi.generate(task, 3000, np.random.default_rng(7)):
         gap = 0
         for line in story:
             if line.answer is None:
@@ -121,7 +121,7 @@ def test_statements_between_questions_are_drawn_uniformly_from_the_tasks_gap(tas
 
 @pytest.mark.parametrize("task", [2, 3])
 def test_events_are_a_move_half_the_time_a_get_or_a_drop_a_quarter_each(task):
-    world = E._BabiWorld(task, np.random.default_rng(3))
+    world = babi._World(task, np.random.default_rng(3))
     calls = collections.Counter()
     record = lambda kind: lambda: calls.update([kind])
     world.move, world.get, world.drop = record("move"), record("get"), record("drop")
@@ -130,7 +130,7 @@ def test_events_are_a_move_half_the_time_a_get_or_a_drop_a_quarter_each(task):
         world.event()
     for kind, share in (("move", 0.5), ("get", 0.25), ("drop", 0.25)):
         assert abs(calls[kind] / draws - share) < 5 * math.sqrt(share * (1 - share) / draws), kind
-    world = E._BabiWorld(1, np.random.default_rng(3))
+    world = babi._World(1, np.random.default_rng(3))
     world.move, world.get, world.drop = record("move1"), record("get1"), record("drop1")
     for _ in range(200):
         world.event()
@@ -141,7 +141,7 @@ def test_the_vocabulary_is_the_babi_worlds_and_there_ends_half_the_gets_and_drop
     seen = collections.defaultdict(set)
     there = []
     for task in (1, 2, 3):
-        for story in E.babi_stories(task, 600, np.random.default_rng(11)):
+        for story in babi.generate(task, 600, np.random.default_rng(11)):
             for line in story:
                 if line.answer is None:
                     actor, kind, verb, what, place = statement_kind(line.text)
@@ -166,24 +166,24 @@ def test_a_handwritten_file_parses_into_examples_and_tensors():
             "3 Where is Mary? \tbathroom\t1\n4 Daniel went back to the hallway.\n"
             "5 Where is Daniel? \thallway\t4\n1 Sandra journeyed to the garden.\n"
             "2 Where is Sandra? \tgarden\t1\n")
-    examples = E.babi_examples(E.parse_babi(text))
+    examples = babi.to_examples(babi.parse(text))
     assert [(len(e.memory), e.question, e.answer, e.support) for e in examples] == [
         (2, ["where", "is", "mary"], "bathroom", [0]), (3, ["where", "is", "daniel"], "hallway", [2]),
         (1, ["where", "is", "sandra"], "garden", [0])]
-    vocab = E.babi_vocab(examples)
+    vocab = babi.vocabulary(examples)
     assert vocab[0] == "<nil>" and vocab[1:] == sorted(vocab[1:])
-    story, query, answer = E.babi_tensors(examples, vocab, memory_size=2)
+    story, query, answer = babi.to_tensors(examples, vocab, memory_size=2)
     assert story.shape == (3, 2, 6) and query.shape == (3, 6)
     assert [vocab[w] for w in story[1, 1] if w] == "daniel went back to the hallway".split()  # latest 2 kept
     assert (story[2, 1] == 0).all() and vocab[answer[0]] == "bathroom"
 
 
 def test_the_memory_holds_the_50_latest_statements_by_default():
-    lines = [E.BabiLine(f"Mary moved to the room{i}.") for i in range(1, 61)]
-    lines.append(E.BabiLine("Where is Mary?", "room60", (60,)))
-    examples = E.babi_examples([lines])
-    vocab = E.babi_vocab(examples)
-    story, _, _ = E.babi_tensors(examples, vocab)
+    lines = [babi.Line(f"Mary moved to the room{i}.") for i in range(1, 61)]
+    lines.append(babi.Line("Where is Mary?", "room60", (60,)))
+    examples = babi.to_examples([lines])
+    vocab = babi.vocabulary(examples)
+    story, _, _ = babi.to_tensors(examples, vocab)
     assert story.shape[1] == 50
     assert [vocab[story[0, i, 4]] for i in (0, 49)] == ["room11", "room60"]  # statements 11..60 of 60
 
@@ -223,8 +223,8 @@ def test_a_bad_data_file_is_one_line_naming_its_line(run_train, tmp_path, name):
 
 def test_data_dir_trains_on_real_format_files_and_missing_ones_are_one_line(run_train, tmp_path):
     for split, seed, n in (("train", 1, 50), ("test", 2, 20)):
-        stories = E.babi_stories(2, n, np.random.default_rng(seed))
-        (tmp_path / f"qa2_two-supporting-facts_{split}.txt").write_text(E.write_babi(stories))
+        stories = babi.generate(2, n, np.random.default_rng(seed))
+        (tmp_path / f"qa2_two-supporting-facts_{split}.txt").write_text(babi.write(stories))
     code, out, err = run_train("memn2n", "--data", tmp_path, "--epochs", 1, "--ls-epochs", 1, "--device", "cpu")
     assert code == 0, err
     assert result_lines(out)[0]["metrics"]["training_questions"] == 45
@@ -251,9 +251,9 @@ def test_a_bad_flag_is_one_line_and_exit_2(run_train, flag, value):
 def test_the_last_tenth_of_the_training_questions_is_the_validation_set():
     args = types.SimpleNamespace(data=None, seed=4, test_size=30, memory_size=50, device="cpu")
     examples, data, vocab = E.memn2n_data(args, 2, 200)
-    generated = E.babi_examples(E.babi_stories(2, 200, np.random.default_rng(4)))
+    generated = babi.to_examples(babi.generate(2, 200, np.random.default_rng(4)))
     assert examples["train"] == generated[:180] and examples["val"] == generated[180:]
-    assert examples["test"] == E.babi_examples(E.babi_stories(2, 30, np.random.default_rng(train.TEST_SEED)))
+    assert examples["test"] == babi.to_examples(babi.generate(2, 30, np.random.default_rng(train.TEST_SEED)))
     assert [len(data[split][2]) for split in ("train", "val", "test")] == [180, 20, 30]
 
 
