@@ -47,10 +47,15 @@ def test_a_bad_data_file_is_one_line_naming_its_line(run_train, tmp_path, name):
     assert f"qa1_single-supporting-fact_test.txt:{line}: " in err and word in err, err
 
 
+def write_babi_files(folder, task, train_size=50, test_size=20):
+    """Files in the official format, qaN_*_train.txt / _test.txt, of generated questions."""
+    for split, seed, n in (("train", 1, train_size), ("test", 2, test_size)):
+        stories = babi.generate(task, n, np.random.default_rng(seed))
+        (folder / f"qa{task}_{babi.TASKS[task]}_{split}.txt").write_text(babi.write(stories))
+
+
 def test_data_dir_trains_on_real_format_files_and_missing_ones_are_one_line(run_train, tmp_path):
-    for split, seed, n in (("train", 1, 50), ("test", 2, 20)):
-        stories = babi.generate(2, n, np.random.default_rng(seed))
-        (tmp_path / f"qa2_two-supporting-facts_{split}.txt").write_text(babi.write(stories))
+    write_babi_files(tmp_path, 2)
     code, out, err = run_train("memn2n", "--data", tmp_path, "--epochs", 1, "--ls-epochs", 1, "--device", "cpu")
     assert code == 0, err
     assert result_lines(out)[0]["metrics"]["training_questions"] == 45
@@ -148,6 +153,17 @@ def test_the_default_run_trains_the_papers_model_the_papers_way(run_train, loops
         assert call.lr_at(step) == pytest.approx(lr * 32) and model.linear_start == linear_start, step
         assert call.solved({"val_error": 0.0}) == (not linear_start)
     assert call.solved({"val_error": 0.03}) and not call.solved({"val_error": 0.031})
+
+
+def test_data_dir_trains_with_the_papers_recipe_100_epochs_after_ls_and_no_early_stop(run_train, loops, tmp_path):
+    write_babi_files(tmp_path, 2)  # 45 training questions: one step an epoch
+    for extra, target in (([], None), (["--target-error", 0.05], 0.05)):
+        code, out, err = run_train("memn2n", "--data", tmp_path, "--batch-size", 45, *extra, "--device", "cpu")
+        assert code == 0, err
+        call = loops.pop()
+        assert call.steps == 20 + 100 and call.lr_at(21) == pytest.approx(0.005 * 45)  # LS is over at epoch 21
+        assert call.solved({"val_error": 0.05}) == (target is not None)  # early stop only if asked for
+        assert not call.solved({"val_error": 0.051})
 
 
 def test_no_linear_start_trains_at_0_01_with_the_softmax(run_train, loops):
