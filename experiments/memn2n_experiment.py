@@ -1,9 +1,13 @@
 """End-To-End Memory Networks (Sukhbaatar et al. 2015): the experiment behind `python train.py memn2n`.
 
 A MemN2N with 3 hops, position encoding (PE), linear start (LS) and random noise (RN) answers the questions
-of one bAbI-style task, trained the paper's way (section 4.2), then shows a test story with each hop's
-attention (Figure 2). Several hops chain facts that one cannot: --compare trains 1, 2 and 3 hops on tasks
-1-3 beside the paper's Table 1. --data DIR trains and tests on the real bAbI files instead."""
+of a bAbI-style task (--task all, or a list such as 1,3: one model trained jointly on those tasks and tested on
+each), trained the paper's way (section 4.2), then shows a test story with each hop's attention (Figure 2).
+Several hops chain facts that one cannot: --compare prints Table 1's hop columns in miniature, 1, 2 and 3 hops,
+each one model trained jointly on tasks 1-3 with its column's settings, beside the paper's. --data DIR trains
+and tests on the real bAbI files instead."""
+import argparse
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,31 +18,48 @@ from experiments import babi, pictures  # bAbI stories and files; terminal and P
 
 SUMMARY = "Sukhbaatar et al. 2015: End-To-End Memory Network on bAbI-style stories"
 
-def memn2n_data(args, task, train_size):
-    """Train / validation / test examples and tensors: train_size questions from --seed and the test set
-    from TEST_SEED, or the files under --data. As the paper, the last 10% of training is the validation set."""
-    if args.data:
-        train_examples, test_examples = (babi.read(args.data, task, split) for split in ("train", "test"))
-    else:
-        generate = lambda n, seed: babi.to_examples(babi.generate(task, n, np.random.default_rng(seed)))
-        train_examples, test_examples = generate(train_size, args.seed), generate(args.test_size, train.TEST_SEED)
-    if len(train_examples) < 10:
-        raise train.UsageError(f"need at least 10 training questions, got {len(train_examples)}")
-    held = len(train_examples) // 10
-    examples = {"train": train_examples[:-held], "val": train_examples[-held:], "test": test_examples}
-    vocab = babi.vocabulary(train_examples, test_examples)
-    tensors = {split: [t.to(args.device) for t in babi.to_tensors(e, vocab, args.memory_size)]
-               for split, e in examples.items()}
-    return examples, tensors, vocab
+def memn2n_tasks(text):
+    """--task: 1, 2, 3, all (= 1,2,3) or a comma list such as 1,3 without repeats -> the tasks, in that order."""
+    names = [str(task) for task in babi.TASKS]
+    tasks = names if text == "all" else [t.strip() for t in text.split(",")]
+    if any(t not in names for t in tasks) or len(set(tasks)) < len(tasks):
+        raise argparse.ArgumentTypeError(f"expected 1, 2, 3, all or a comma list such as 1,3 (no repeats), "
+                                         f"got {text!r}")
+    return [int(t) for t in tasks]
+
+
+def memn2n_data(args, tasks, train_size):
+    """Examples and tensors {"train", "val", "test": {task: ...}} of the tasks: for each, train_size questions
+    from --seed and a test set from TEST_SEED, or its files under --data. As the paper, the last 10% of each
+    task's training questions is validation. Several tasks are trained on together (Table 1's joint training):
+    their training and their validation questions pooled, one vocabulary; the test sets stay apart."""
+    examples = {"train": [], "val": [], "test": {}}
+    for task in tasks:
+        if args.data:
+            train_examples, test_examples = (babi.read(args.data, task, split) for split in ("train", "test"))
+        else:
+            generate = lambda n, seed: babi.to_examples(babi.generate(task, n, np.random.default_rng(seed)))
+            train_examples, test_examples = generate(train_size, args.seed), generate(args.test_size, train.TEST_SEED)
+        if len(train_examples) < 10:
+            raise train.UsageError(f"task {task}: need at least 10 training questions, got {len(train_examples)}")
+        held = len(train_examples) // 10
+        examples["train"] += train_examples[:-held]
+        examples["val"] += train_examples[-held:]
+        examples["test"][task] = test_examples
+    vocab = babi.vocabulary(examples["train"], examples["val"], *examples["test"].values())
+    tensors = lambda e: [t.to(args.device) for t in babi.to_tensors(e, vocab, args.memory_size)]
+    data = {"train": tensors(examples["train"]), "val": tensors(examples["val"]),
+            "test": {task: tensors(e) for task, e in examples["test"].items()}}
+    return examples, data, vocab
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
 
-# Table 1 (bAbI 1k, test error %), the columns that vary the hops, trained jointly on the 20 tasks
-# (here: one task at a time): hops -> the column's settings, and task -> hops -> %
-MEMN2N_PAPER_COLUMNS = {1: "PE LS", 2: "PE LS", 3: "PE LS RN"}
+# Table 1 (bAbI 1k, test error %), the columns that vary the hops, each one model trained jointly on the 20
+# tasks (here --compare: jointly on tasks 1-3): hops -> the column's settings, and task -> hops -> %
+MEMN2N_PAPER_COLUMNS = {1: "PE LS joint", 2: "PE LS joint", 3: "PE LS RN joint"}
 MEMN2N_PAPER_ERRORS = {1: {1: 0.8, 2: 0.0, 3: 0.0}, 2: {1: 62.0, 2: 15.6, 3: 11.4},
                        3: {1: 76.9, 2: 31.6, 3: 21.9}}
 # The official code's schedule (config_babi.m, train.m, train_linear_start.m): LS lasts 20 epochs,
@@ -65,8 +86,9 @@ def add_flags(p):
                            eval_every="one epoch",
                            lr_help="SGD learning rate for the loss summed over a batch (paper: 0.01; "
                                    "with linear start half of it, in both phases, as the official code)")
-    p.add_argument("--task", type=int, choices=[1, 2, 3], default=2,
-                   help="bAbI task: 1 single, 2 two, 3 three supporting facts")
+    p.add_argument("--task", type=memn2n_tasks, default="2",
+                   help="bAbI task: 1 single, 2 two, 3 three supporting facts; all, or a comma list such as "
+                        "1,3: one model trained jointly on their pooled questions (as Table 1), tested per task")
     p.add_argument("--hops", type=train.int_in(1, 20), default=3, help="memory hops K (paper: 3)")
     p.add_argument("--tying", choices=["adjacent", "layerwise"], default="adjacent",
                    help="weight tying across hops (section 2.2)")
@@ -83,10 +105,10 @@ def add_flags(p):
     p.add_argument("--memory-size", type=train.int_in(1, 200), default=50,
                    help="most recent sentences kept (paper: 50)")
     p.add_argument("--train-size", type=train.int_in(10, 100_000),
-                   help="generated training questions, 10%% held out for validation (bAbI: 1000 or 10000; "
-                        "default 10000, 1000 with --compare as the paper's Table 1)")
+                   help="generated training questions a task, 10%% held out for validation (bAbI: 1000 or "
+                        "10000; default 10000, 1000 with --compare as the paper's Table 1)")
     p.add_argument("--test-size", type=train.int_in(1, 100_000), default=1000,
-                   help="generated test questions (bAbI: 1000)")
+                   help="generated test questions a task (bAbI: 1000)")
     p.add_argument("--epochs", type=train.int_in(1, 1000),
                    help="epochs after linear start (default: the paper's 100 with --data or --compare; 40 "
                         "for the default run on generated data)")
@@ -121,9 +143,9 @@ def memn2n_scores(model, data, batch_size=500):
     return loss / len(answer), wrong / len(answer)
 
 
-def memn2n_train_one(args, task, hops, random_noise, data, vocab, label, epochs, target_error):
-    """One MemN2N trained the paper's way (section 4.2) on one task; returns (run, metrics, model).
-    target_error None: no early stop."""
+def memn2n_train_one(args, hops, random_noise, data, vocab, label, epochs, target_error):
+    """One MemN2N trained the paper's way (section 4.2) on the training questions of data's task, or of its
+    tasks together; returns (run, model). target_error None: no early stop."""
     rng = train.seed_everything(args.seed)
     config = memn2n.MemN2NConfig(len(vocab), d=args.dim, hops=hops, memory_size=args.memory_size,
                                  tying=args.tying, encoding=args.encoding, random_noise=random_noise)
@@ -138,9 +160,11 @@ def memn2n_train_one(args, task, hops, random_noise, data, vocab, label, epochs,
     ls_epochs = args.ls_epochs if args.linear_start else 0
     steps = getattr(args, "steps", None) or (ls_epochs + epochs) * per_epoch
     eval_every = getattr(args, "eval_every", None) or per_epoch
-    print(f"[{label}] bAbI task {task} ({babi.TASKS[task]}), {hops} hops, {train.count_parameters(model):,} "
-          f"parameters; {n} training / {len(data['val'][2])} validation / {len(data['test'][2])} test "
-          f"questions; {steps} steps of {batch_size} ({per_epoch} steps an epoch)")
+    tasks = list(data["test"])
+    print(f"[{label}] bAbI task{'s' * (len(tasks) > 1)} {', '.join(f'{t} ({babi.TASKS[t]})' for t in tasks)}, "
+          f"{hops} hops, {train.count_parameters(model):,} parameters; {n} training / {len(data['val'][2])} "
+          f"validation / {sum(len(d[2]) for d in data['test'].values())} test questions; {steps} steps of "
+          f"{batch_size} ({per_epoch} steps an epoch)")
 
     def epoch_batches():  # every training question once an epoch, in a fresh order
         while True:
@@ -161,26 +185,36 @@ def memn2n_train_one(args, task, hops, random_noise, data, vocab, label, epochs,
         model.linear_start = linear_start
         return lr * batch_size
 
-    def evaluate(model):
+    def evaluate(model):  # validation over the tasks together; test error: the mean of the tasks'
         val_loss, val_error = memn2n_scores(model, data["val"])
-        return {"val_loss": val_loss, "val_error": val_error, "test_error": memn2n_scores(model, data["test"])[1]}
+        test_errors = [memn2n_scores(model, test)[1] for test in data["test"].values()]
+        return {"val_loss": val_loss, "val_error": val_error, "test_error": sum(test_errors) / len(test_errors)}
 
     run = train.training_loop(
         model, torch.optim.SGD(model.parameters(), lr=args.lr), lambda: next(batches),
         lambda m, batch: F.cross_entropy(m(*batch[:2]), batch[2]), evaluate,
         solved=lambda m: target_error is not None and not model.linear_start and m["val_error"] <= target_error,
         steps=steps, eval_every=eval_every, lr_at=lr_at, clip=40 / batch_size, label=label,
-        **train.settings(args, f"babi-task{task}", label, vocab))
+        **train.settings(args, "babi-task" + "+".join(map(str, tasks)), label, vocab))
+    return run, model
+
+
+def memn2n_results(label, run, model, data):
+    """A trained run's result for each of its tasks, (task, variant, run, metrics, model): the task's test
+    error and loss, with the run's own metrics (validation error over its tasks together, size, ...)."""
     model.eval()
     with torch.no_grad():
-        test_loss, test_error = memn2n_scores(model, data["test"])
-        val_error = memn2n_scores(model, data["val"])[1]
-    print(f"[{label}] test error {100 * test_error:.1f}% (paper, Table 1 at 1k: "
-          f"{MEMN2N_PAPER_ERRORS[task].get(hops, '-')}%)")
-    metrics = {"test_error": round(test_error, 4), "test_loss": round(test_loss, 4),
-               "val_error": round(val_error, 4), "final_loss": round(run["losses"][-1], 4),
-               "hops": hops, "parameters": train.count_parameters(model), "training_questions": n}
-    return run, metrics, model
+        shared = {"val_error": round(memn2n_scores(model, data["val"])[1], 4),
+                  "final_loss": round(run["losses"][-1], 4), "hops": model.config.hops,
+                  "parameters": train.count_parameters(model), "training_questions": len(data["train"][2])}
+        results = []
+        for task, test in data["test"].items():
+            test_loss, test_error = memn2n_scores(model, test)
+            print(f"[{label}] task {task}: test error {100 * test_error:.1f}% (paper, Table 1 at 1k: "
+                  f"{MEMN2N_PAPER_ERRORS[task].get(model.config.hops, '-')}%)")
+            metrics = {"test_error": round(test_error, 4), "test_loss": round(test_loss, 4), **shared}
+            results.append((f"babi-task{task}", label, run, metrics, model))
+    return results
 
 
 def show_memn2n_hops(args, model, examples, data, vocab, minimum=8):
@@ -209,7 +243,7 @@ def memn2n_table(args, finished, train_size):
     """Test error % per task and hops, beside Table 1 of the paper."""
     errors = {(int(task[-1]), m["hops"]): m["test_error"] for task, _, _, m, _ in finished}
     tasks_run, hops_run = sorted({t for t, _ in errors}), sorted({k for _, k in errors})
-    here = "here" if args.data else f"here ({train_size / 1000:g}k)"
+    here = "here" + " joint" * (len(tasks_run) > 1) + ("" if args.data else f" ({train_size / 1000:g}k)")
     column = lambda k: f"paper {MEMN2N_PAPER_COLUMNS[k]} (1k)" if k in MEMN2N_PAPER_COLUMNS else "paper"
     headers = ["bAbI task"] + [f"{k} hop{'s' if k > 1 else ''} {who}" for k in hops_run for who in (here, column(k))]
     paper = lambda t, k: f"{MEMN2N_PAPER_ERRORS[t][k]:.1f}" if k in MEMN2N_PAPER_ERRORS[t] else "-"
@@ -219,23 +253,20 @@ def memn2n_table(args, finished, train_size):
 
 
 def run(args):
-    """3 hops with PE, LS and RN on one bAbI-style task; --compare: 1, 2 and 3 hops on tasks 1-3, each with its
-    Table 1 column's settings (RN on 3 hops only) for all its epochs, and the table beside the paper's."""
+    """3 hops with PE, LS and RN on one bAbI-style task, or on several jointly; --compare: Table 1's hop columns,
+    1, 2 and 3 hops, each one model trained jointly on tasks 1-3 with its column's settings, and the table."""
     train_size, epochs, target_error = memn2n_recipe(args)
-    plan = [(t, k) for t in (1, 2, 3) for k in (1, 2, 3)] if args.compare else [(args.task, args.hops)]
-    finished, curves, shown = [], {}, None
-    for task in sorted({t for t, _ in plan}):
-        examples, data, vocab = memn2n_data(args, task, train_size)
-        for _, hops in (p for p in plan if p[0] == task):
-            variant = f"task {task}, {hops} hop{'s' if hops > 1 else ''}" if args.compare else "memn2n"
-            # --compare: the settings of the paper's column, 1 and 2 hops PE LS, 3 hops PE LS RN
-            random_noise = 0.0 if args.compare and "RN" not in MEMN2N_PAPER_COLUMNS[hops] else args.random_noise
-            run, metrics, model = memn2n_train_one(args, task, hops, random_noise, data, vocab, variant,
-                                                   epochs, target_error)
-            curves[variant] = run["losses"]
-            finished.append((f"babi-task{task}", variant, run, metrics, model))
-            if hops == max(k for _, k in plan) and (task == args.task or shown is None):
-                shown = (model, examples["test"], data["test"], vocab)
-    show_memn2n_hops(args, *shown)
+    tasks = list(babi.TASKS) if args.compare else args.task
+    examples, data, vocab = memn2n_data(args, tasks, train_size)
+    finished, curves = [], {}
+    for hops in MEMN2N_PAPER_COLUMNS if args.compare else [args.hops]:
+        variant = f"{hops} hop{'s' if hops > 1 else ''} joint" if args.compare else "memn2n"
+        # --compare: the settings of the paper's column, 1 and 2 hops PE LS, 3 hops PE LS RN
+        random_noise = 0.0 if args.compare and "RN" not in MEMN2N_PAPER_COLUMNS[hops] else args.random_noise
+        run, model = memn2n_train_one(args, hops, random_noise, data, vocab, variant, epochs, target_error)
+        curves[variant] = run["losses"]
+        finished += memn2n_results(variant, run, model, data)
+    shown = 2 if 2 in tasks else tasks[0]  # task 2's story, where two hops chain two facts, if it was trained
+    show_memn2n_hops(args, model, examples["test"][shown], data["test"][shown], vocab)
     pictures.save_loss_curves(args, curves)
     return finished, [memn2n_table(args, finished, train_size)]

@@ -72,20 +72,48 @@ def test_data_dir_trains_on_real_format_files_and_missing_ones_are_one_line(run_
     ("--memory-size", 201), ("--train-size", 9), ("--train-size", 100_001), ("--test-size", 0),
     ("--test-size", 100_001), ("--epochs", 0), ("--epochs", 1001), ("--ls-epochs", 0),
     ("--random-noise", -0.1), ("--random-noise", 1.5), ("--random-noise", "nan"), ("--target-error", 2),
-    ("--target-error", -0.5), ("--target-error", "nan"), ("--task", 4), ("--hops", "x")])
+    ("--target-error", -0.5), ("--target-error", "nan"), ("--task", 4), ("--task", 0), ("--task", "1,1"),
+    ("--task", "1,4"), ("--task", "1,"), ("--task", ""), ("--task", "all,2"), ("--task", "1;3"), ("--hops", "x")])
 def test_a_bad_flag_is_one_line_and_exit_2(run_train, flag, value):
     tiny = ["--train-size", 20, "--test-size", 5, "--epochs", 1, "--ls-epochs", 1]  # a wrong "yes" ends soon
     code, out, err = run_train("memn2n", *tiny, flag, value, "--device", "cpu")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and flag in err
 
 
-def test_the_last_tenth_of_the_training_questions_is_the_validation_set():
+def test_joint_data_pools_each_tasks_first_nine_tenths_and_validates_on_each_tasks_last_tenth():
     args = types.SimpleNamespace(data=None, seed=4, test_size=30, memory_size=50, device="cpu")
-    examples, data, vocab = E.memn2n_data(args, 2, 200)
-    generated = babi.to_examples(babi.generate(2, 200, np.random.default_rng(4)))
-    assert examples["train"] == generated[:180] and examples["val"] == generated[180:]
-    assert examples["test"] == babi.to_examples(babi.generate(2, 30, np.random.default_rng(train.TEST_SEED)))
-    assert [len(data[split][2]) for split in ("train", "val", "test")] == [180, 20, 30]
+    examples, data, vocab = E.memn2n_data(args, [3, 1], 200)
+    generated = {t: babi.to_examples(babi.generate(t, 200, np.random.default_rng(4))) for t in (1, 3)}
+    tests = {t: babi.to_examples(babi.generate(t, 30, np.random.default_rng(train.TEST_SEED))) for t in (1, 3)}
+    assert examples["train"] == generated[3][:180] + generated[1][:180]
+    assert examples["val"] == generated[3][180:] + generated[1][180:]
+    assert examples["test"] == {3: tests[3], 1: tests[1]} and list(data["test"]) == [3, 1]
+    assert vocab == babi.vocabulary(*generated.values(), *tests.values())  # one vocabulary for all
+    for split, answers in (("train", data["train"][2]), ("val", data["val"][2]), ("test", data["test"][1][2])):
+        expected = examples[split][1] if split == "test" else examples[split]
+        assert [vocab[i] for i in answers] == [e.answer for e in expected], split
+
+
+def test_the_task_flag_takes_one_task_all_or_a_list_in_its_order():
+    assert [E.memn2n_tasks(text) for text in ("2", "all", "1,3", "3, 1")] == [[2], [1, 2, 3], [1, 3], [3, 1]]
+
+
+def test_joint_training_is_one_model_on_the_union_and_a_result_line_per_task(run_train, loops):
+    code, out, err = run_train("memn2n", "--task", "all", "--train-size", 100, "--test-size", 10, "--device", "cpu")
+    assert code == 0, err
+    [call] = loops  # one model for the three tasks
+    assert "270 training / 30 validation / 30 test questions" in out
+    results = result_lines(out)
+    assert [(r["task"], r["variant"], r["metrics"]["training_questions"]) for r in results] == [
+        (f"babi-task{t}", "memn2n", 270) for t in (1, 2, 3)]
+    args = types.SimpleNamespace(data=None, seed=0, test_size=10, memory_size=50, device="cpu")
+    _, data, _ = E.memn2n_data(args, [1, 2, 3], 100)
+    with torch.no_grad():  # each line holds its own task's test error
+        errors = [round(E.memn2n_scores(call.model.eval(), data["test"][t])[1], 4) for t in (1, 2, 3)]
+    assert [r["metrics"]["test_error"] for r in results] == errors and len(set(errors)) > 1
+    table = out.strip().splitlines()[-8:-3]
+    assert "3 hops here joint (0.1k)" in table[0] and [row[2] for row in table[2:]] == ["1", "2", "3"]
+    assert "\nquestion: where is the " in out  # the story shown is task 2's ("where is the milk?")
 
 
 # --- the training: the paper's settings and the official schedule -----------------------------
@@ -174,7 +202,7 @@ def test_no_linear_start_trains_at_0_01_with_the_softmax(run_train, loops):
     assert call.steps == 30 * 9 and call.model.config.memory_size == 7
     # an epoch (9 batches of 10) is the 90 training questions, each once, in a random order
     args = types.SimpleNamespace(data=None, seed=0, test_size=10, memory_size=7, device="cpu")
-    _, query, answer = E.memn2n_data(args, 1, 100)[1]["train"]
+    _, query, answer = E.memn2n_data(args, [1], 100)[1]["train"]
     batches = [call.next_batch() for _ in range(9)]
     assert all(b[0].shape[1] <= 7 and len(b[2]) == 10 for b in batches)
     epoch = sorted((*q.tolist(), a) for _, qs, ans in batches for q, a in zip(qs, ans.tolist()))
@@ -184,21 +212,24 @@ def test_no_linear_start_trains_at_0_01_with_the_softmax(run_train, loops):
     assert call.lr_at(24 * 9) == pytest.approx(0.1) and call.lr_at(24 * 9 + 1) == pytest.approx(0.05)
 
 
-def test_compare_trains_each_column_of_table_1_with_its_settings_for_all_its_epochs(run_train, loops):
-    code, out, err = run_train("memn2n", "--compare", "--train-size", 30, "--test-size", 10, "--device", "cpu")
+def test_compare_trains_each_column_of_table_1_jointly_with_its_settings_for_all_its_epochs(run_train, loops):
+    code, out, err = run_train("memn2n", "--compare", "--train-size", 30, "--test-size", 10, "--batch-size", 81,
+                               "--device", "cpu")
     assert code == 0, err
-    results = result_lines(out)
-    assert [(r["task"], r["metrics"]["hops"], r["metrics"]["training_questions"]) for r in results] == [
-        (f"babi-task{t}", k, 27) for t in (1, 2, 3) for k in (1, 2, 3)]
-    for call, (task, hops) in zip(loops, [(t, k) for t in (1, 2, 3) for k in (1, 2, 3)]):
+    results = result_lines(out)  # a line per task of each column, the column's run shared
+    assert [(r["task"], r["variant"], r["metrics"]["hops"], r["metrics"]["training_questions"]) for r in results] \
+        == [(f"babi-task{t}", f"{k} hop{'s' * (k > 1)} joint", k, 81) for k in (1, 2, 3) for t in (1, 2, 3)]
+    assert len(loops) == 3  # one model a column, on tasks 1-3 together (3 x 27 questions)
+    for call, hops in zip(loops, (1, 2, 3)):
         assert call.model.config.hops == hops
         assert call.model.config.random_noise == (0.1 if hops == 3 else 0.0)  # PE LS / PE LS / PE LS RN
-        assert call.steps == 20 + 100  # one step an epoch: 27 questions, batch 27
+        assert call.steps == 20 + 100  # one step an epoch: 81 questions, batch 81
         call.lr_at(call.steps)
         assert not call.model.linear_start and not call.solved({"val_error": 0.0})  # no early stop
     table = out.strip().splitlines()[-5:]
-    assert table[0].startswith("| bAbI task") and "3 hops paper PE LS RN (1k)" in table[0]
-    assert "1 hop paper PE LS (1k)" in table[0] and "2 hops paper PE LS (1k)" in table[0]
+    assert table[0].startswith("| bAbI task") and "3 hops paper PE LS RN joint (1k)" in table[0]
+    assert "1 hop paper PE LS joint (1k)" in table[0] and "2 hops paper PE LS joint (1k)" in table[0]
+    assert "1 hop here joint (0.03k)" in table[0]
     paper = [[float(cell) for cell in row.split("|")[3:8:2]] for row in table[2:]]
     assert paper == [[0.8, 0.0, 0.0], [62.0, 15.6, 11.4], [76.9, 31.6, 21.9]]  # Table 1, tasks 1-3
     assert table[4].startswith("| 3: three-supporting-facts")
@@ -207,7 +238,7 @@ def test_compare_trains_each_column_of_table_1_with_its_settings_for_all_its_epo
 def test_compare_trains_on_1000_questions_by_default(run_train, loops):
     code, out, err = run_train("memn2n", "--compare", "--test-size", 10, "--epochs", 1, "--device", "cpu")
     assert code == 0, err
-    assert {r["metrics"]["training_questions"] for r in result_lines(out)} == {900}
+    assert {r["metrics"]["training_questions"] for r in result_lines(out)} == {2700}
 
 
 # --- real runs ---------------------------------------------------------------------------------
@@ -242,6 +273,6 @@ def test_a_checkpoint_saved_during_linear_start_reloads_to_the_same_test_error(r
     model.load_state_dict(saved["state_dict"])
     assert model.linear_start  # 3 steps: still in linear start
     args = types.SimpleNamespace(data=None, seed=0, test_size=50, memory_size=50, device="cpu")
-    _, data, _ = E.memn2n_data(args, 1, 100)
+    _, data, _ = E.memn2n_data(args, [1], 100)
     with torch.no_grad():
-        assert E.memn2n_scores(model.eval(), data["test"])[1] == result["metrics"]["test_error"]
+        assert E.memn2n_scores(model.eval(), data["test"][1])[1] == result["metrics"]["test_error"]
