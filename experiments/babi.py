@@ -1,5 +1,43 @@
-"""bAbI tasks 1-3 (Weston et al. 2015, arXiv 1502.05698): a generator of stories and questions, and a
-reader of the official files. Used by the MemN2N experiment (experiments/memn2n_experiment.py)."""
+"""bAbI tasks 1-3 (Weston et al. 2015, arXiv 1502.05698): a generator of stories and questions that follows
+the rules of the public generator (github.com/facebookarchive/bAbI-tasks, Lua: WhereIsActor, WhereIsObject,
+WhereWasObject), and a reader of the official files. Used by the MemN2N experiment.
+
+The simulation (the public code's World, actions and Knowledge). Four actors and three objects in six
+locations. A story is a list of statements, each a valid action drawn at random, and a question every few
+statements, five questions a story. Task 1 ("Where is Mary?"): two moves, then a question about an actor
+whose location the story has told (its latest move). Tasks 2 ("Where is the milk?") and 3 ("Where was the
+milk before the office?"): each statement is a move, or else a get or a drop (uniform over the valid
+(actor, action, object) triples); from the FIRST_CHANCE-th statement after the previous question on, a
+question is asked with probability 1/2 at each statement, if one can be asked. The supporting facts are
+what the reader was told: task 2, the get and the holder's latest move, or the drop and the dropper's move
+before it (two lines); task 3, a journey: an object carried through two or more locations and dropped,
+asked "before the L" for a location L the journey visits once: the drop, the move into L and the move
+before it (three lines).
+
+Public generator vs this file: the public code is a rewrite that, its README says, cannot reproduce the
+released files exactly. Where the released files (the opening stories of qa2 and qa3, quoted in many
+places) show rules of their own, this file follows the released files:
+- Phrasing: their verbs ("went back to", "picked up", "discarded", "left", "there" after half the gets and
+  drops); the rewrite has fewer ("let go of" instead).
+- A move two times in three (63 of their 98 statements; the rewrite: one in three), and a question from
+  the 2nd statement after the previous one (gaps of two are common there; the rewrite waits for the 3rd).
+- Task 2 also asks about dropped objects ("Where is the football? garden 12 6"; the rewrite only about
+  held ones); task 3 asks about journeys ("before the bathroom? office 38 25 22": the drop, the move into
+  the bathroom, the move before it; the rewrite: the object's last two known locations).
+- An object is asked about only while it is with its last handler (held, or dropped by an actor who has not
+  moved since), as all twelve object questions of those stories.
+- The hidden starting places are drawn at random per story (the rewrite's world file fixes them, but the
+  released files open with "Mary moved to the bathroom. ... Mary got the football there.", which that
+  fixed world forbids).
+- Sampling: the rewrite tries 100 random clauses and gives up (then draws the action again); here the same
+  distribution is drawn in one step: give up with probability (1 - valid / tried)^100, else a valid clause
+  uniformly.
+
+The official text format (--data DIR reads the real files):
+    1 Mary moved to the bathroom.
+    2 Mary got the football there.
+    3 Where is the football? <TAB>bathroom<TAB>1 2      (answer, then the supporting line ids)
+"""
 import glob
 import os
 from typing import NamedTuple
@@ -9,30 +47,20 @@ import torch
 
 import train  # train.UsageError: a bad data file is one line and exit 2
 
-# ---------------------------------------------------------------------------------------------
-# The task: bAbI-style stories. Weston et al.'s bAbI tasks 1-3 (arXiv 1502.05698), regenerated from
-# their world: four actors move between six locations and pick up and drop three objects, and every few
-# statements a question asks about the world. Task 1, "Where is Mary?", needs the actor's latest move (one
-# supporting fact); task 2, "Where is the milk?", who got or dropped it and where that actor was (two);
-# task 3, "Where was the milk before the office?", who carried it and that actor's last two moves (three).
-# Every other statement is a distractor; a question's memory is the statements of its story before it.
-# Five questions a story, each with its supporting facts among its 50 latest statements. The official
-# text format (--data DIR reads the real files):
-#     1 Mary moved to the bathroom.
-#     2 Mary got the football there.
-#     3 Where is the football? <TAB>bathroom<TAB>2 1      (answer, then the supporting line ids)
-# ---------------------------------------------------------------------------------------------
-
-ACTORS = ("John", "Mary", "Sandra", "Daniel")
+ACTORS = ("John", "Mary", "Sandra", "Daniel")                       # world_basic.txt
 LOCATIONS = ("bedroom", "kitchen", "garden", "hallway", "bathroom", "office")
 OBJECTS = ("apple", "football", "milk")
-MOVE = ("moved to", "went to", "went back to", "journeyed to", "travelled to")
+MOVE = ("moved to", "went to", "went back to", "journeyed to", "travelled to")  # the released files' verbs
 GET = ("got", "grabbed", "picked up", "took")
 DROP = ("dropped", "discarded", "put down", "left")
+THERE = 0.5                  # share of gets and drops that end with "there"
 TASKS = {1: "single-supporting-fact", 2: "two-supporting-facts", 3: "three-supporting-facts"}
-GAP = {1: (2, 2), 2: (1, 6), 3: (4, 20)}  # statements before each question (task 1: as the real data)
-QUESTIONS_PER_STORY = 5
-MEMORY = 50  # supporting facts are always among a question's 50 latest statements
+QUESTIONS_PER_STORY = 5      # all three tasks: "while num_questions < 5"
+MOVE_SHARE = 2 / 3           # a move, or else a get or a drop (released files: 63 of 98 statements; public code 1/3)
+FIRST_CHANCE = 2             # a question from the 2nd statement after the previous (released files; public code 3rd)
+ASK = 1 / 2                  # then at each statement with probability 1/2 (math.random(2) < 2)
+TRIES = 100                  # Clause.sample_valid gives up after 100 random clauses
+MEMORY = 50                  # the MemN2N paper's memory: the 50 latest statements
 NULL = "<nil>"
 # bounds on --data files, far above the real ones', so that a wrong file is refused at once
 MAX_LINE, MAX_WORDS, MAX_STORY = 1000, 50, 1000
@@ -51,15 +79,18 @@ class Example(NamedTuple):
     support: list           # indices into memory
 
 
-class _World:
-    """The world a story has told so far, with the line that established each fact."""
+class _Story:
+    """One story being told: the world as it is, what the reader has been told (each fact with the lines
+    that support it), and the lines so far."""
 
-    def __init__(self, task, rng):
-        self.task, self.rng, self.lines = task, rng, []
-        self.place = {}    # actor -> (location, line of the move that put them there)
-        self.holder = {}   # object -> (actor, line where they got it)
-        self.lying = {}    # object -> (location, drop line, the dropper's move line)
-        self.carried = {}  # object -> (from, to, support): its latest carried move
+    def __init__(self, rng):
+        self.rng, self.lines = rng, []
+        self.at = {actor: self.pick(LOCATIONS) for actor in ACTORS}       # the world: where each actor is,
+        self.inside = {obj: self.pick(LOCATIONS) for obj in OBJECTS}      # and each object (place or holder)
+        self.actor_known = {}    # actor -> (location, support): its latest move
+        self.object_known = {}   # object -> (holder or location, support): its latest get or drop
+        self.journey = {obj: [] for obj in OBJECTS}  # object -> [(location, line)]: its holder's moves
+        self.dropped = {}        # object -> (journey, drop line, dropper): the journey that ended where it lies
 
     def pick(self, options):
         return options[int(self.rng.integers(len(options)))]
@@ -68,73 +99,131 @@ class _World:
         self.lines.append(Line(text))
         return len(self.lines)
 
+    def there(self):
+        return " there" if self.rng.random() < THERE else ""
+
     def move(self):
+        """Teleport: an actor to another location (every actor has five: uniform over the valid pairs)."""
         actor = self.pick(ACTORS)
-        here, moved_at = self.place.get(actor, (None, None))
-        there = self.pick([loc for loc in LOCATIONS if loc != here])
-        line = self.say(f"{actor} {self.pick(MOVE)} the {there}.")
-        for obj, (who, got_at) in self.holder.items():
-            if who == actor:  # the object travels with its carrier
-                self.carried[obj] = (here, there, (got_at, moved_at, line))
-        self.place[actor] = (there, line)
+        self.at[actor] = place = self.pick([place for place in LOCATIONS if place != self.at[actor]])
+        line = self.say(f"{actor} {self.pick(MOVE)} the {place}.")
+        self.actor_known[actor] = (place, {line})
+        for obj in OBJECTS:
+            if self.inside[obj] == actor:  # what the actor holds travels too
+                self.journey[obj].append((place, line))
+        return True
 
-    def get(self):
-        here = {actor: location for actor, (location, _) in self.place.items()}
-        options = [(actor, obj) for actor in ACTORS if actor in here for obj in OBJECTS
-                   if obj not in self.holder and self.lying.get(obj, (here[actor],))[0] == here[actor]]
-        if not options:
-            return self.move()
-        actor, obj = self.pick(options)
-        there = " there" if self.rng.random() < 0.5 else ""
-        self.holder[obj] = (actor, self.say(f"{actor} {self.pick(GET)} the {obj}{there}."))
-        self.lying.pop(obj, None)
-
-    def drop(self):
-        if not self.holder:
-            return self.move()
-        obj = self.pick(sorted(self.holder))
-        actor, _ = self.holder.pop(obj)
-        there = " there" if self.rng.random() < 0.5 else ""
-        line = self.say(f"{actor} {self.pick(DROP)} the {obj}{there}.")
-        location, moved_at = self.place[actor]
-        self.lying[obj] = (location, line, moved_at)
-
-    def event(self):
-        if self.task == 1:
-            return self.move()
-        r = self.rng.random()
-        return self.move() if r < 0.5 else self.get() if r < 0.75 else self.drop()
-
-    def questions(self):
-        """Every question the story can answer now: (text, answer, supporting line ids)."""
-        if self.task == 1:
-            found = [(f"Where is {a}?", loc, (line,)) for a, (loc, line) in self.place.items()]
-        elif self.task == 2:
-            found = [(f"Where is the {obj}?", self.place[actor][0], (got_at, self.place[actor][1]))
-                     for obj, (actor, got_at) in self.holder.items()]
-            found += [(f"Where is the {obj}?", loc, (dropped_at, moved_at))
-                      for obj, (loc, dropped_at, moved_at) in self.lying.items()]
+    def get_or_drop(self):
+        """A valid get (the object lies where the actor is) or drop (the actor holds it), uniformly, or False
+        where the public code's 100 random (actor, get | drop, object) clauses all fail."""
+        valid = [(actor, "get", obj) for actor in ACTORS for obj in OBJECTS if self.inside[obj] == self.at[actor]]
+        valid += [(actor, "drop", obj) for actor in ACTORS for obj in OBJECTS if self.inside[obj] == actor]
+        if self.rng.random() < (1 - len(valid) / (len(ACTORS) * 2 * len(OBJECTS))) ** TRIES:
+            return False
+        actor, action, obj = self.pick(valid)
+        if action == "get":
+            self.inside[obj] = actor
+            self.journey[obj] = []
+            self.dropped.pop(obj, None)
+            self.object_known[obj] = (actor, {self.say(f"{actor} {self.pick(GET)} the {obj}{self.there()}.")})
         else:
-            found = [(f"Where was the {obj} before the {to}?", frm, support)
-                     for obj, (frm, to, support) in self.carried.items()]
-        statements = [i for i, line in enumerate(self.lines, 1) if line.answer is None]
-        window = set(statements[-MEMORY:])
-        return [q for q in found if set(q[2]) <= window]
+            self.inside[obj] = self.at[actor]
+            line = self.say(f"{actor} {self.pick(DROP)} the {obj}{self.there()}.")
+            self.dropped[obj] = (self.journey[obj], line, actor)
+            if actor in self.actor_known:  # Drop:update_knowledge: where the dropper is known to be
+                place, support = self.actor_known[actor]
+                self.object_known[obj] = (place, support | {line})
+            else:
+                self.object_known.pop(obj, None)
+        return True
+
+    def where_known(self, obj):
+        """(location, support) of an object as the reader knows it, a holder resolved to the holder's
+        location (Knowledge.lua), or None."""
+        if obj not in self.object_known:
+            return None
+        value, support = self.object_known[obj]
+        if value in ACTORS:
+            if value not in self.actor_known:
+                return None
+            place, holder_support = self.actor_known[value]
+            return place, support | holder_support
+        return value, support
+
+    def with_its_last_handler(self, obj):
+        """Held, or dropped by an actor who has not moved since (as every object asked about in the released
+        files' opening stories of tasks 2 and 3)."""
+        if self.inside[obj] in ACTORS:
+            return True
+        _, drop_line, dropper = self.dropped[obj]
+        return dropper not in self.actor_known or max(self.actor_known[dropper][1]) < drop_line
+
+    def statement(self):
+        """Tasks 2 and 3: a move with probability MOVE_SHARE, else a get or a drop (drawn again if none came)."""
+        told = False
+        while not told:
+            told = self.move() if self.rng.random() < MOVE_SHARE else self.get_or_drop()
+
+    def before_questions(self):
+        """Task 3: (object, answer, location, support) for every move of a finished journey (an object carried
+        through two or more locations, then dropped) into a location the journey visits once: the drop, that
+        move and the move before it."""
+        found = []
+        for obj, (journey, drop_line, _) in sorted(self.dropped.items()):
+            if not self.with_its_last_handler(obj):
+                continue
+            places = [place for place, _ in journey]
+            found += [(obj, journey[i - 1][0], place, {drop_line, line, journey[i - 1][1]})
+                      for i, (place, line) in enumerate(journey) if i > 0 and places.count(place) == 1]
+        return found
+
+    def question(self, task):
+        """(text, answer, support) of a question the story can ask now, or None."""
+        if task == 1:  # WhereIsActor: an actor whose location is known
+            known = sorted(self.actor_known)
+            if not known:
+                return None
+            actor = self.pick(known)
+            place, support = self.actor_known[actor]
+            return f"Where is {actor}?", place, support
+        if task == 2:  # WhereIsObject: an object whose location the reader knows (held or dropped)
+            known = [obj for obj in OBJECTS if self.where_known(obj) and self.with_its_last_handler(obj)]
+            if not known:
+                return None
+            obj = self.pick(known)
+            place, support = self.where_known(obj)
+            return f"Where is the {obj}?", place, support
+        found = self.before_questions()  # WhereWasObject, as the released files ask it
+        if not found:
+            return None
+        obj = self.pick(sorted({f[0] for f in found}))
+        _, before, place, support = self.pick([f for f in found if f[0] == obj])
+        return f"Where was the {obj} before the {place}?", before, support
+
+    def ask(self, question):
+        text, answer, support = question
+        self.lines.append(Line(text, answer, tuple(sorted(support))))
 
 
 def story(task, rng, n_questions=QUESTIONS_PER_STORY):
     """One story of bAbI task 1, 2 or 3: a list of Line, statements and questions."""
     if task not in TASKS:
         raise ValueError(f"bAbI task must be one of {sorted(TASKS)}, got {task}")
-    world = _World(task, rng)
-    lo, hi = GAP[task]
-    for _ in range(n_questions):
-        for _ in range(int(rng.integers(lo, hi + 1))):
-            world.event()
-        while not (options := world.questions()):
-            world.event()
-        world.lines.append(Line(*world.pick(options)))
-    return world.lines
+    told = _Story(rng)
+    if task == 1:  # two moves, then a question, n_questions times (15 lines for five)
+        for _ in range(n_questions):
+            told.move()
+            told.move()
+            told.ask(told.question(task))
+        return told.lines
+    asked, since = 0, 0
+    while asked < n_questions:
+        told.statement()
+        since += 1
+        if since >= FIRST_CHANCE and told.rng.random() < ASK and (question := told.question(task)):
+            told.ask(question)
+            asked, since = asked + 1, 0
+    return told.lines
 
 
 def generate(task, n_questions, rng):

@@ -14,9 +14,10 @@ OBJECTS = {"apple", "football", "milk"}
 MOVES = {"moved to", "went to", "went back to", "journeyed to", "travelled to"}
 GETS = {"got", "grabbed", "picked up", "took"}
 DROPS = {"dropped", "discarded", "put down", "left"}
+FIRST_CHANCE = 2  # a question from the 2nd statement after the previous one (the released files)
 
 
-# --- the bAbI-style generator -------------------------------------------------------------------
+# --- the generator: the public generator's rules and the released files' --------------------------
 
 def statement_kind(text):
     """(actor, 'move' | 'get' | 'drop', verb, object or location, 'there' or '')."""
@@ -33,100 +34,143 @@ def statement_kind(text):
     raise AssertionError(f"not a bAbI statement: {text!r}")
 
 
-def replay(story):
-    """Read a story's statements back into a world state and check each question, its answer and its
-    supporting facts in their order, against it."""
-    place, holder, lying, carried = {}, {}, {}, {}
+class Reader:
+    """What a reader of a story knows after each line, rebuilt here from the text alone: where each actor
+    went (and on which line), who holds what since which line, where a dropped object lies (known when its
+    dropper's place was), and each object's journey (its holder's moves while holding it, ended by a drop).
+    An object is asked about only while held, or while its dropper has not moved since."""
+
+    def __init__(self):
+        self.place, self.holder, self.lying, self.journey, self.dropped = {}, {}, {}, {}, {}
+
+    def read(self, i, text):
+        actor, kind, _, what, _ = statement_kind(text)
+        if kind == "move":
+            assert self.place.get(actor, (None,))[0] != what, "a move goes somewhere else"
+            self.place[actor] = (what, i)
+            for obj, (holder, _) in self.holder.items():
+                if holder == actor:
+                    self.journey[obj].append((what, i))
+        elif kind == "get":
+            assert what not in self.holder, "got while someone holds it"
+            if what in self.lying and actor in self.place:
+                assert self.lying[what][0] == self.place[actor][0], "got where it lies"
+            self.holder[what], self.journey[what] = (actor, i), []
+            self.lying.pop(what, None)
+            self.dropped.pop(what, None)
+        else:
+            assert self.holder.pop(what)[0] == actor, "dropped by whoever holds it"
+            self.lying.pop(what, None)
+            if actor in self.place:
+                self.lying[what] = (self.place[actor][0], {self.place[actor][1], i})
+            self.dropped[what] = (self.journey[what], i, actor)
+
+    def still_there(self, obj):
+        """Dropped by an actor who has not moved since."""
+        _, drop, dropper = self.dropped[obj]
+        return self.place.get(dropper, (None, 0))[1] < drop
+
+    def answers(self, task):
+        """{question text: (answer, support)} of every question the rules allow now."""
+        if task == 1:
+            return {f"Where is {a}?": (place, {line}) for a, (place, line) in self.place.items()}
+        if task == 2:
+            found = {f"Where is the {o}?": (self.place[a][0], {got, self.place[a][1]})
+                     for o, (a, got) in self.holder.items() if a in self.place}
+            found.update({f"Where is the {o}?": known for o, known in self.lying.items() if self.still_there(o)})
+            return found
+        found = {}
+        for obj, (journey, drop, _) in self.dropped.items():
+            if not self.still_there(obj):
+                continue
+            places = [place for place, _ in journey]
+            for k in range(1, len(journey)):
+                if places.count(places[k]) == 1:
+                    found[f"Where was the {obj} before the {places[k]}?"] = (
+                        places[k - 1], {drop, journey[k][1], journey[k - 1][1]})
+        return found
+
+
+def replay(story, task):
+    """Check every line against the rules; return whether a question came at each chance (tasks 2 and 3:
+    after each statement that is at least the 2nd after the previous question, when one can be asked)."""
+    reader, asked_at_chance, since = Reader(), [], 0
     for i, line in enumerate(story, 1):
         if line.answer is None:
-            actor, kind, _, what, _ = statement_kind(line.text)
-            if kind == "move":
-                assert place.get(actor, (None,))[0] != what, "a move goes somewhere else"
-                for obj, (who, got) in holder.items():
-                    if who == actor:  # the object travels with its carrier
-                        carried[obj] = (place[actor][0], what, [got, place[actor][1], i])
-                place[actor] = (what, i)
-            elif kind == "get":
-                assert actor in place and what not in holder, line.text
-                assert lying.get(what, place[actor])[0] == place[actor][0], "got where it lies"
-                holder[what] = (actor, i)
-                lying.pop(what, None)
-            else:
-                assert holder.pop(what)[0] == actor, "dropped by whoever holds it"
-                lying[what] = (place[actor][0], i, place[actor][1])
+            reader.read(i, line.text)
+            since += 1
+            if task != 1 and since >= FIRST_CHANCE and reader.answers(task):
+                asked_at_chance.append(story[i].answer is not None)
             continue
-        words = line.text.rstrip("?").split()
-        assert i > 1 and all(story[s - 1].answer is None for s in line.support)
-        if words[:2] == ["Where", "is"] and words[2] != "the":  # task 1: the actor's latest move
-            assert (line.answer, list(line.support)) == (place[words[2]][0], [place[words[2]][1]])
-        elif words[:2] == ["Where", "is"]:  # task 2: (got, the holder's move) or (drop, the dropper's move)
-            obj = words[3]
-            if obj in holder:
-                actor, got = holder[obj]
-                expected = (place[actor][0], [got, place[actor][1]])
-            else:
-                expected = (lying[obj][0], [lying[obj][1], lying[obj][2]])
-            assert (line.answer, list(line.support)) == expected
-        else:  # task 3: "Where was the <object> before the <location>": (got, move from, move to)
-            assert words[:3] == ["Where", "was", "the"] and words[4:6] == ["before", "the"]
-            frm, to, support = carried[words[3]]
-            assert (line.answer, words[-1], list(line.support)) == (frm, to, support)
+        allowed = reader.answers(task)
+        assert line.text in allowed and (line.answer, set(line.support)) == allowed[line.text], line.text
+        assert since == 2 if task == 1 else since >= FIRST_CHANCE
+        since = 0
+    return asked_at_chance
 
 
 @pytest.mark.parametrize("task", [1, 2, 3])
-def test_generated_stories_are_consistent_with_their_answers_and_round_trip(task):
-    stories = babi.generate(task, 200, np.random.default_rng(task))
-    assert sum(line.answer is not None for s in stories for line in s) == 200
-    assert [sum(line.answer is not None for line in s) for s in stories] == [5] * 40
+def test_generated_stories_follow_the_rules_and_round_trip(task):
+    stories = babi.generate(task, 1000, np.random.default_rng(task))
+    assert [sum(line.answer is not None for line in s) for s in stories] == [5] * 200  # bAbI 1k: 1000 questions
     short = babi.generate(task, 12, np.random.default_rng(0))
     assert [sum(line.answer is not None for line in s) for s in short] == [5, 5, 2]
     for story in stories:
-        replay(story)
+        replay(story, task)
     text = babi.write(stories)
     assert babi.parse(text) == stories
     assert babi.write(babi.parse(text)) == text
-    for example in babi.to_examples(stories):  # the supporting facts fit in the 50-memory window
-        assert min(example.support) >= len(example.memory) - 50
-        assert example.answer in LOCATIONS
-        assert any(example.answer in example.memory[s] for s in example.support)
-
-
-@pytest.mark.parametrize("task,low,high", [(1, 2, 2), (2, 1, 6), (3, 4, 20)])
-def test_statements_between_questions_are_drawn_uniformly_from_the_tasks_gap(task, low, high):
-    """U{low..high} statements before each question, more only while no question can be asked."""
-    gaps = collections.Counter()
-    for story in babi.generate(task, 3000, np.random.default_rng(7)):
-        gap = 0
-        for line in story:
-            if line.answer is None:
-                gap += 1
-            else:
-                gaps[gap], gap = gaps[gap] + 1, 0
-    n = sum(gaps.values())
-    assert min(gaps) == low
-    for g in range(low, high + 1):
-        assert gaps[g] / n > 0.5 / (high - low + 1), g
-    assert sum(c for g, c in gaps.items() if g > high) / n < 0.12
+    supports = collections.Counter(len(line.support) for s in stories for line in s if line.answer)
+    assert supports == {task: 1000}  # one, two, three supporting facts
     if task == 1:
-        assert gaps == {2: n}
+        assert {len(s) for s in stories} == {15}
 
 
 @pytest.mark.parametrize("task", [2, 3])
-def test_events_are_a_move_half_the_time_a_get_or_a_drop_a_quarter_each(task):
-    world = babi._World(task, np.random.default_rng(3))
-    calls = collections.Counter()
-    record = lambda kind: lambda: calls.update([kind])
-    world.move, world.get, world.drop = record("move"), record("get"), record("drop")
-    draws = 8000
-    for _ in range(draws):
-        world.event()
-    for kind, share in (("move", 0.5), ("get", 0.25), ("drop", 0.25)):
-        assert abs(calls[kind] / draws - share) < 5 * math.sqrt(share * (1 - share) / draws), kind
-    world = babi._World(1, np.random.default_rng(3))
-    world.move, world.get, world.drop = record("move1"), record("get1"), record("drop1")
-    for _ in range(200):
-        world.event()
-    assert calls["move1"] == 200
+def test_at_each_chance_a_question_comes_with_probability_one_half(task):
+    chances = [asked for story in babi.generate(task, 3000, np.random.default_rng(5)) for asked in replay(story, task)]
+    assert abs(np.mean(chances) - 0.5) < 5 * math.sqrt(0.25 / len(chances)), (np.mean(chances), len(chances))
+
+
+def story_in(rng, at, inside):
+    """A story whose hidden world is at (actor -> location) and inside (object -> location or actor)."""
+    told = babi._Story(rng)
+    told.at, told.inside = dict(at), dict(inside)
+    return told
+
+
+def test_a_statement_is_a_move_two_times_in_three_else_a_valid_get_or_drop_uniformly():
+    rng, kinds, n = np.random.default_rng(2), collections.Counter(), 6000
+    for _ in range(n):  # everyone in the kitchen, every object lying there: 12 valid gets, no drop
+        told = story_in(rng, {a: "kitchen" for a in ACTORS}, {o: "kitchen" for o in OBJECTS})
+        told.statement()
+        actor, kind, _, what, _ = statement_kind(told.lines[-1].text)
+        kinds[kind if kind == "move" else (actor, what)] += 1
+    assert abs(kinds.pop("move") / n - 2 / 3) < 5 * math.sqrt(2 / 9 / n)
+    assert set(kinds) == {(a, o) for a in ACTORS for o in OBJECTS}
+    share = 1 / 3 / 12
+    assert all(abs(c / n - share) < 5 * math.sqrt(share * (1 - share) / n) for c in kinds.values()), kinds
+
+
+def test_a_get_or_drop_gives_up_as_often_as_100_random_tries_all_fail():
+    """Clause.sample_valid: 100 random (actor, get | drop, object) clauses of 24; with one valid clause (Mary
+    can drop the milk, nobody stands by a free object) all 100 fail with probability (23/24)^100."""
+    rng, n = np.random.default_rng(4), 20000
+    at = {"John": "kitchen", "Mary": "garden", "Sandra": "office", "Daniel": "hallway"}
+    inside = {"milk": "Mary", "apple": "bedroom", "football": "bathroom"}
+    gave_up = sum(not story_in(rng, at, inside).get_or_drop() for _ in range(n))
+    p = (23 / 24) ** 100
+    assert abs(gave_up / n - p) < 5 * math.sqrt(p * (1 - p) / n), gave_up
+    for _ in range(20):  # no valid get or drop: a move
+        alone = story_in(rng, at, {**inside, "milk": "bedroom"})
+        alone.statement()
+        assert statement_kind(alone.lines[0].text)[1] == "move"
+
+
+def test_the_hidden_world_starts_anywhere_so_a_story_may_open_with_a_get():
+    """The released files open with "Mary moved to the bathroom. ... Mary got the football there."."""
+    openers = collections.Counter(statement_kind(s[0].text)[1] for s in babi.generate(2, 2000, np.random.default_rng(6)))
+    assert openers["get"] > 0.05 * sum(openers.values()) and openers["drop"] == 0
 
 
 def test_the_vocabulary_is_the_babi_worlds_and_there_ends_half_the_gets_and_drops():
