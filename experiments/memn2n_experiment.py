@@ -5,7 +5,8 @@ of a bAbI-style task (--task all, or a list such as 1,3: one model trained joint
 each), trained the paper's way (section 4.2), then shows a test story with each hop's attention (Figure 2).
 Several hops chain facts that one cannot: --compare prints Table 1's hop columns in miniature, 1, 2 and 3 hops,
 each one model trained jointly on tasks 1-3 with its column's settings, beside the paper's. --data DIR trains
-and tests on the real bAbI files instead."""
+and tests on the real bAbI files instead. --restarts 10 trains each model ten times and keeps the run with the
+lowest training error, as the paper."""
 import argparse
 
 import numpy as np
@@ -116,6 +117,11 @@ def add_flags(p):
                    help="validation error at which training stops early, once linear start is over (default: "
                         "none with --data or --compare, all epochs trained as the paper; 0.03 for the default "
                         "run on generated data)")
+    p.add_argument("--restarts", type=train.int_in(1, 100), default=1,
+                   help="trainings of each model from different initialisations on the same data, the one with "
+                        "the lowest training error kept (paper, section 4.2: 10); restart i = 0, 1, ... seeds its "
+                        "initialisation and batch order with (--seed + i) mod 2^32, so restart 0 is the run "
+                        "--seed gives alone")
     p.add_argument("--data", metavar="DIR",
                    help="train and test on the real bAbI files qaN_*_train.txt / qaN_*_test.txt in DIR, with "
                         "the paper's recipe (no --train-size)")
@@ -143,10 +149,11 @@ def memn2n_scores(model, data, batch_size=500):
     return loss / len(answer), wrong / len(answer)
 
 
-def memn2n_train_one(args, hops, random_noise, data, vocab, label, epochs, target_error):
+def memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, epochs, target_error, settings):
     """One MemN2N trained the paper's way (section 4.2) on the training questions of data's task, or of its
-    tasks together; returns (run, model). target_error None: no early stop."""
-    rng = train.seed_everything(args.seed)
+    tasks together, its initialisation and batch order from seed; returns (run, model, optimizer).
+    target_error None: no early stop. settings: train.settings(...) of the run."""
+    rng = train.seed_everything(seed)
     config = memn2n.MemN2NConfig(len(vocab), d=args.dim, hops=hops, memory_size=args.memory_size,
                                  tying=args.tying, encoding=args.encoding, random_noise=random_noise)
     model = memn2n.MemN2N(config).to(args.device)
@@ -160,8 +167,8 @@ def memn2n_train_one(args, hops, random_noise, data, vocab, label, epochs, targe
     ls_epochs = args.ls_epochs if args.linear_start else 0
     steps = getattr(args, "steps", None) or (ls_epochs + epochs) * per_epoch
     eval_every = getattr(args, "eval_every", None) or per_epoch
-    tasks = list(data["test"])
-    print(f"[{label}] bAbI task{'s' * (len(tasks) > 1)} {', '.join(f'{t} ({babi.TASKS[t]})' for t in tasks)}, "
+    print(f"[{label}] bAbI task{'s' * (len(data['test']) > 1)} "
+          f"{', '.join(f'{t} ({babi.TASKS[t]})' for t in data['test'])}, seed {seed}, "
           f"{hops} hops, {train.count_parameters(model):,} parameters; {n} training / {len(data['val'][2])} "
           f"validation / {sum(len(d[2]) for d in data['test'].values())} test questions; {steps} steps of "
           f"{batch_size} ({per_epoch} steps an epoch)")
@@ -190,30 +197,63 @@ def memn2n_train_one(args, hops, random_noise, data, vocab, label, epochs, targe
         test_errors = [memn2n_scores(model, test)[1] for test in data["test"].values()]
         return {"val_loss": val_loss, "val_error": val_error, "test_error": sum(test_errors) / len(test_errors)}
 
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     run = train.training_loop(
-        model, torch.optim.SGD(model.parameters(), lr=args.lr), lambda: next(batches),
+        model, optimizer, lambda: next(batches),
         lambda m, batch: F.cross_entropy(m(*batch[:2]), batch[2]), evaluate,
         solved=lambda m: target_error is not None and not model.linear_start and m["val_error"] <= target_error,
         steps=steps, eval_every=eval_every, lr_at=lr_at, clip=40 / batch_size, label=label,
-        **train.settings(args, "babi-task" + "+".join(map(str, tasks)), label, vocab))
-    return run, model
+        **settings)
+    return run, model, optimizer
 
 
-def memn2n_results(label, run, model, data):
-    """A trained run's result for each of its tasks, (task, variant, run, metrics, model): the task's test
-    error and loss, with the run's own metrics (validation error over its tasks together, size, ...)."""
-    model.eval()
+def memn2n_restarts(args, hops, random_noise, data, vocab, label, epochs, target_error):
+    """Section 4.2: each configuration trained --restarts times from different initialisations on the same data,
+    and the run with the lowest training error kept, scored after training in eval mode. Returns the kept
+    run's result for each of its tasks, (task, variant, run, metrics, model): the task's test error and loss
+    with the run's own metrics (validation error over its tasks together, size, the restarts' errors)."""
+    settings = train.settings(args, "babi-task" + "+".join(map(str, data["test"])), label, vocab)
+    n, kept, train_errors, test_errors = args.restarts, None, [], {task: [] for task in data["test"]}
+    for restart in range(n):
+        seed = (args.seed + restart) % (train.MAX_SEED + 1)  # restart 0: the run of --seed alone
+        run, model, optimizer = memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, epochs,
+                                                 target_error, settings)
+        model.eval()
+        with torch.no_grad():
+            train_errors.append(memn2n_scores(model, data["train"])[1])
+            tests = {task: memn2n_scores(model, test) for task, test in data["test"].items()}
+        for task, (_, error) in tests.items():
+            test_errors[task].append(error)
+        if n > 1:
+            print(f"[{label}] restart {restart + 1} of {n} (seed {seed}): training error "
+                  f"{100 * train_errors[-1]:.1f}%, test error "
+                  + ", ".join(f"task {task} {100 * error:.1f}%" for task, (_, error) in tests.items()))
+        if kept is None or train_errors[-1] < train_errors[kept[0]]:  # only the best model so far is kept
+            kept = (restart, run, model, optimizer, tests)
+    restart, run, model, optimizer, tests = kept
+    if n > 1:  # model.pt: the kept run's, not the last one's
+        train.save_checkpoint(settings["checkpoint"], model, optimizer, run["steps"], run["losses"], run["seconds"],
+                              None, True)
     with torch.no_grad():
         shared = {"val_error": round(memn2n_scores(model, data["val"])[1], 4),
-                  "final_loss": round(run["losses"][-1], 4), "hops": model.config.hops,
-                  "parameters": train.count_parameters(model), "training_questions": len(data["train"][2])}
-        results = []
-        for task, test in data["test"].items():
-            test_loss, test_error = memn2n_scores(model, test)
-            print(f"[{label}] task {task}: test error {100 * test_error:.1f}% (paper, Table 1 at 1k: "
-                  f"{MEMN2N_PAPER_ERRORS[task].get(model.config.hops, '-')}%)")
-            metrics = {"test_error": round(test_error, 4), "test_loss": round(test_loss, 4), **shared}
-            results.append((f"babi-task{task}", label, run, metrics, model))
+                  "train_error": round(train_errors[restart], 4), "final_loss": round(run["losses"][-1], 4),
+                  "hops": hops, "parameters": train.count_parameters(model),
+                  "training_questions": len(data["train"][2])}
+    if n > 1:
+        shared |= {"restarts": n, "kept_restart": restart + 1,
+                   "train_error_restarts": [round(e, 4) for e in train_errors]}
+    results = []
+    for task, (test_loss, test_error) in tests.items():
+        metrics = {"test_error": round(test_error, 4), "test_loss": round(test_loss, 4), **shared}
+        kept_line = spread = ""
+        if n > 1:
+            metrics["test_error_restarts"] = [round(e, 4) for e in test_errors[task]]
+            kept_line = f"kept restart {restart + 1} of {n} (lowest training error): "
+            low, middle, high = (100 * f(test_errors[task]) for f in (np.min, np.median, np.max))
+            spread = f"; over the restarts min {low:.1f} / median {middle:.1f} / max {high:.1f}%"
+        print(f"[{label}] {kept_line}task {task}: test error {100 * test_error:.1f}% (paper, Table 1 at 1k: "
+              f"{MEMN2N_PAPER_ERRORS[task].get(hops, '-')}%){spread}")
+        results.append((f"babi-task{task}", label, run, metrics, model))
     return results
 
 
@@ -255,6 +295,9 @@ def memn2n_table(args, finished, train_size):
 def run(args):
     """3 hops with PE, LS and RN on one bAbI-style task, or on several jointly; --compare: Table 1's hop columns,
     1, 2 and 3 hops, each one model trained jointly on tasks 1-3 with its column's settings, and the table."""
+    if args.start is not None and args.restarts > 1:  # its model.pt holds the kept restart's model alone
+        raise train.UsageError(f"{args.resume or args.eval}: a run of {args.restarts} restarts; --resume and --eval "
+                               "take a single run")
     train_size, epochs, target_error = memn2n_recipe(args)
     tasks = list(babi.TASKS) if args.compare else args.task
     examples, data, vocab = memn2n_data(args, tasks, train_size)
@@ -263,10 +306,10 @@ def run(args):
         variant = f"{hops} hop{'s' if hops > 1 else ''} joint" if args.compare else "memn2n"
         # --compare: the settings of the paper's column, 1 and 2 hops PE LS, 3 hops PE LS RN
         random_noise = 0.0 if args.compare and "RN" not in MEMN2N_PAPER_COLUMNS[hops] else args.random_noise
-        run, model = memn2n_train_one(args, hops, random_noise, data, vocab, variant, epochs, target_error)
-        curves[variant] = run["losses"]
-        finished += memn2n_results(variant, run, model, data)
+        results = memn2n_restarts(args, hops, random_noise, data, vocab, variant, epochs, target_error)
+        curves[variant] = results[0][2]["losses"]
+        finished += results
     shown = 2 if 2 in tasks else tasks[0]  # task 2's story, where two hops chain two facts, if it was trained
-    show_memn2n_hops(args, model, examples["test"][shown], data["test"][shown], vocab)
+    show_memn2n_hops(args, finished[-1][4], examples["test"][shown], data["test"][shown], vocab)
     pictures.save_loss_curves(args, curves)
     return finished, [memn2n_table(args, finished, train_size)]

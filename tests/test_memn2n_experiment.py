@@ -73,7 +73,8 @@ def test_data_dir_trains_on_real_format_files_and_missing_ones_are_one_line(run_
     ("--test-size", 100_001), ("--epochs", 0), ("--epochs", 1001), ("--ls-epochs", 0),
     ("--random-noise", -0.1), ("--random-noise", 1.5), ("--random-noise", "nan"), ("--target-error", 2),
     ("--target-error", -0.5), ("--target-error", "nan"), ("--task", 4), ("--task", 0), ("--task", "1,1"),
-    ("--task", "1,4"), ("--task", "1,"), ("--task", ""), ("--task", "all,2"), ("--task", "1;3"), ("--hops", "x")])
+    ("--task", "1,4"), ("--task", "1,"), ("--task", ""), ("--task", "all,2"), ("--task", "1;3"), ("--hops", "x"),
+    ("--restarts", 0), ("--restarts", 101)])
 def test_a_bad_flag_is_one_line_and_exit_2(run_train, flag, value):
     tiny = ["--train-size", 20, "--test-size", 5, "--epochs", 1, "--ls-epochs", 1]  # a wrong "yes" ends soon
     code, out, err = run_train("memn2n", *tiny, flag, value, "--device", "cpu")
@@ -108,9 +109,10 @@ def test_joint_training_is_one_model_on_the_union_and_a_result_line_per_task(run
         (f"babi-task{t}", "memn2n", 270) for t in (1, 2, 3)]
     args = types.SimpleNamespace(data=None, seed=0, test_size=10, memory_size=50, device="cpu")
     _, data, _ = E.memn2n_data(args, [1, 2, 3], 100)
-    with torch.no_grad():  # each line holds its own task's test error
-        errors = [round(E.memn2n_scores(call.model.eval(), data["test"][t])[1], 4) for t in (1, 2, 3)]
-    assert [r["metrics"]["test_error"] for r in results] == errors and len(set(errors)) > 1
+    with torch.no_grad():  # each line holds its own task's test loss and error
+        scores = [[round(x, 4) for x in E.memn2n_scores(call.model.eval(), data["test"][t])] for t in (1, 2, 3)]
+    assert [[r["metrics"]["test_loss"], r["metrics"]["test_error"]] for r in results] == scores
+    assert len({loss for loss, _ in scores}) == 3
     table = out.strip().splitlines()[-8:-3]
     assert "3 hops here joint (0.1k)" in table[0] and [row[2] for row in table[2:]] == ["1", "2", "3"]
     assert "\nquestion: where is the " in out  # the story shown is task 2's ("where is the milk?")
@@ -239,6 +241,45 @@ def test_compare_trains_on_1000_questions_by_default(run_train, loops):
     code, out, err = run_train("memn2n", "--compare", "--test-size", 10, "--epochs", 1, "--device", "cpu")
     assert code == 0, err
     assert {r["metrics"]["training_questions"] for r in result_lines(out)} == {2700}
+
+
+@pytest.mark.parametrize("seed, seeds", [(7, [7, 8, 9]), (train.MAX_SEED - 1, [train.MAX_SEED - 1, train.MAX_SEED, 0])])
+def test_restarts_train_on_the_same_data_from_their_own_seeds_and_keep_the_lowest_training_error(
+        run_train, loops, monkeypatch, tmp_path, seed, seeds):
+    """Section 4.2: each configuration trained 10 times from different initialisations, the run with the lowest
+    training error kept. Here restart r scores training error train_errors[r] and test error 0.1 x (r + 1)."""
+    train_errors = [0.5, 0.2, 0.7]
+
+    def scores(model, data, batch_size=500):  # the training questions are the 90 of --train-size 100
+        restart = [call.model for call in loops].index(model)
+        return 0.0, train_errors[restart] if len(data[2]) == 90 else 0.1 * (restart + 1)
+    monkeypatch.setattr(E, "memn2n_scores", scores)
+    code, out, err = run_train("memn2n", "--task", 1, "--train-size", 100, "--test-size", 20, "--restarts", 3,
+                               "--seed", seed, "--batch-size", 10, "--out", tmp_path, "--device", "cpu")
+    assert code == 0, err
+    assert len(loops) == 3
+    for call, restart_seed in zip(loops, seeds):  # restart r: initialised from seed --seed + r (mod 2^32)
+        assert f"(seed {restart_seed})" in out
+        torch.manual_seed(restart_seed)
+        expected = memn2n.MemN2N(call.model.config)
+        assert all(torch.equal(a, b) for a, b in zip(expected.parameters(), call.model.parameters()))
+    # the same data: each restart's first epoch is the same 90 questions, in an order of its own
+    epochs = [[call.next_batch() for _ in range(9)] for call in loops]
+    content = [sorted((*q.tolist(), a) for _, qs, ans in epoch for q, a in zip(qs, ans.tolist())) for epoch in epochs]
+    assert content[0] == content[1] == content[2] and loops[0].model.vocab == loops[2].model.vocab
+    assert epochs[0][0][2].tolist() != epochs[1][0][2].tolist()
+    [result] = result_lines(out)
+    metrics = result["metrics"]
+    kept = (metrics["restarts"], metrics["kept_restart"], metrics["train_error"], metrics["test_error"])
+    assert kept == (3, 2, 0.2, 0.2)
+    assert metrics["train_error_restarts"] == train_errors and metrics["test_error_restarts"] == [0.1, 0.2, 0.3]
+    assert "kept restart 2 of 3 (lowest training error): task 1: test error 20.0%" in out
+    assert "min 10.0 / median 20.0 / max 30.0%" in out
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)  # the kept restart's model
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in loops[1].model.state_dict().items())
+    for flag in ("--resume", "--eval"):  # model.pt is one restart's: not the run to resume
+        code, _, err = run_train("memn2n", flag, tmp_path, "--device", "cpu")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "3 restarts" in err
 
 
 # --- real runs ---------------------------------------------------------------------------------
