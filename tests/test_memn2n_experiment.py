@@ -185,13 +185,18 @@ def test_the_default_run_trains_the_papers_model_the_papers_way(run_train, loops
     assert call.solved({"val_error": 0.03}) and not call.solved({"val_error": 0.031})
 
 
-def test_data_dir_trains_with_the_papers_recipe_100_epochs_after_ls_and_no_early_stop(run_train, loops, tmp_path):
-    write_babi_files(tmp_path, 2)  # 45 training questions: one step an epoch
+def test_data_dir_trains_jointly_with_the_papers_recipe_100_epochs_after_ls_and_no_early_stop(run_train, loops,
+                                                                                               tmp_path):
+    write_babi_files(tmp_path, 1)
+    write_babi_files(tmp_path, 3)  # 45 + 45 training questions: one step an epoch
     for extra, target in (([], None), (["--target-error", 0.05], 0.05)):
-        code, out, err = run_train("memn2n", "--data", tmp_path, "--batch-size", 45, *extra, "--device", "cpu")
+        code, out, err = run_train("memn2n", "--data", tmp_path, "--task", "1,3", "--batch-size", 90, *extra,
+                                   "--device", "cpu")
         assert code == 0, err
+        assert [(r["task"], r["metrics"]["training_questions"]) for r in result_lines(out)] == [
+            ("babi-task1", 90), ("babi-task3", 90)]
         call = loops.pop()
-        assert call.steps == 20 + 100 and call.lr_at(21) == pytest.approx(0.005 * 45)  # LS is over at epoch 21
+        assert call.steps == 20 + 100 and call.lr_at(21) == pytest.approx(0.005 * 90)  # LS is over at epoch 21
         assert call.solved({"val_error": 0.05}) == (target is not None)  # early stop only if asked for
         assert not call.solved({"val_error": 0.051})
 
