@@ -38,7 +38,8 @@ class Reader:
     """What a reader of a story knows after each line, rebuilt here from the text alone: where each actor
     went (and on which line), who holds what since which line, where a dropped object lies (known when its
     dropper's place was), and each object's journey (its holder's moves while holding it, ended by a drop).
-    An object is asked about only while held, or while its dropper has not moved since."""
+    Task 2 asks about a dropped object if the reader knows where one lies, else about a held one; task 3
+    asks about a journey only while its dropper has not moved since the drop."""
 
     def __init__(self):
         self.place, self.holder, self.lying, self.journey, self.dropped = {}, {}, {}, {}, {}
@@ -75,10 +76,9 @@ class Reader:
         if task == 1:
             return {f"Where is {a}?": (place, {line}) for a, (place, line) in self.place.items()}
         if task == 2:
-            found = {f"Where is the {o}?": (self.place[a][0], {got, self.place[a][1]})
-                     for o, (a, got) in self.holder.items() if a in self.place}
-            found.update({f"Where is the {o}?": known for o, known in self.lying.items() if self.still_there(o)})
-            return found
+            lying = {f"Where is the {o}?": known for o, known in self.lying.items()}
+            return lying or {f"Where is the {o}?": (self.place[a][0], {got, self.place[a][1]})
+                             for o, (a, got) in self.holder.items() if a in self.place}
         found = {}
         for obj, (journey, drop, _) in self.dropped.items():
             if not self.still_there(obj):
