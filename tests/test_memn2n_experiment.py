@@ -287,6 +287,18 @@ def test_restarts_train_on_the_same_data_from_their_own_seeds_and_keep_the_lowes
         assert code == 2 and len(err.strip().splitlines()) == 1 and "3 restarts" in err
 
 
+def test_a_checkpoint_from_before_restarts_and_task_lists_is_refused_in_one_line(run_train, tmp_path):
+    assert run_train("memn2n", "--task", 1, "--train-size", 20, "--test-size", 5, "--steps", 1, "--out", tmp_path,
+                     "--device", "cpu")[0] == 0
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    del saved["flags"]["restarts"]
+    saved["flags"]["task"] = 1
+    torch.save(saved, tmp_path / "model.pt")
+    for flag in ("--resume", "--eval"):
+        code, _, err = run_train("memn2n", flag, tmp_path, "--device", "cpu")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "older memn2n" in err, err
+
+
 # --- real runs ---------------------------------------------------------------------------------
 
 def progress_losses(stdout):
