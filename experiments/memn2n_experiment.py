@@ -8,6 +8,7 @@ each one model trained jointly on tasks 1-3 with its column's settings, beside t
 and tests on the real bAbI files instead. --restarts 10 trains each model ten times and keeps the run with the
 lowest training error, as the paper."""
 import argparse
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,9 +32,10 @@ def memn2n_tasks(text):
 
 def memn2n_data(args, tasks, train_size):
     """Examples and tensors {"train", "val", "test": {task: ...}} of the tasks: for each, train_size questions
-    from --seed and a test set from TEST_SEED, or its files under --data. As the paper, the last 10% of each
-    task's training questions is validation. Several tasks are trained on together (Table 1's joint training):
-    their training and their validation questions pooled, one vocabulary; the test sets stay apart."""
+    from --seed and a test set from TEST_SEED, or its files under --data. 10% of the training questions are
+    for validation, as the official code: one task, the last 10% (config_babi.m); several tasks, trained on
+    together (Table 1's joint training), a random 10% of their pool (config_babi_joint.m). One vocabulary;
+    the test sets stay apart."""
     examples = {"train": [], "val": [], "test": {}}
     for task in tasks:
         if args.data:
@@ -47,6 +49,11 @@ def memn2n_data(args, tasks, train_size):
         examples["train"] += train_examples[:-held]
         examples["val"] += train_examples[-held:]
         examples["test"][task] = test_examples
+    if len(tasks) > 1:
+        pool = examples["train"] + examples["val"]
+        order = np.random.default_rng(args.seed).permutation(len(pool))
+        held = len(pool) // 10
+        examples["train"], examples["val"] = [pool[i] for i in order[:-held]], [pool[i] for i in order[-held:]]
     vocab = babi.vocabulary(examples["train"], examples["val"], *examples["test"].values())
     tensors = lambda e: [t.to(args.device) for t in babi.to_tensors(e, vocab, args.memory_size)]
     data = {"train": tensors(examples["train"]), "val": tensors(examples["val"]),
@@ -63,23 +70,29 @@ def memn2n_data(args, tasks, train_size):
 MEMN2N_PAPER_COLUMNS = {1: "PE LS joint", 2: "PE LS joint", 3: "PE LS RN joint"}
 MEMN2N_PAPER_ERRORS = {1: {1: 0.8, 2: 0.0, 3: 0.0}, 2: {1: 62.0, 2: 15.6, 3: 11.4},
                        3: {1: 76.9, 2: 31.6, 3: 21.9}}
-# The official code's schedule (config_babi.m, train.m, train_linear_start.m): LS lasts 20 epochs,
-# then the schedule restarts; the lr is halved at the start of every 25th epoch
-MEMN2N_LS_EPOCHS, MEMN2N_HALVING_EPOCHS = 20, 25
+class Recipe(NamedTuple):
+    train_size: int      # generated training questions a task (bAbI 1k: 1000)
+    dim: int             # embedding size d
+    ls_epochs: int       # epochs of linear start, at lr / 2, before the softmax comes back
+    epochs: int          # epochs after linear start, the lr halved every `halving` epochs
+    halving: int
+    target_error: float  # validation error that stops training early; None: every epoch trained
 
 
-# The two recipes: (training questions a task, epochs after linear start, early-stop validation error; None: no
-# early stop). The paper's (section 4.2: bAbI 1k, 100 epochs, all of them trained) wherever its setting runs:
-# --data and --compare. The default run on generated data keeps a shorter one for now: 10k questions, 40 epochs,
-# a stop at 3% validation error. --train-size, --epochs and --target-error override either.
-MEMN2N_PAPER_RECIPE, MEMN2N_SHORT_RECIPE = (1000, 100, None), (10000, 40, 0.03)
+# The paper's recipes (section 4.2) as the official code runs them: one task (config_babi.m) and joint
+# training (config_babi_joint.m, Table 1's hop columns), wherever the paper's setting runs (--data, --compare,
+# several tasks); the default run on generated data keeps a shorter one (10k questions, a stop at 3% validation
+# error). The flags --train-size, --dim, --ls-epochs, --epochs and --target-error override any of them.
+MEMN2N_ONE_TASK = Recipe(train_size=1000, dim=20, ls_epochs=20, epochs=100, halving=25, target_error=None)
+MEMN2N_JOINT = Recipe(train_size=1000, dim=50, ls_epochs=30, epochs=60, halving=15, target_error=None)
+MEMN2N_SHORT = Recipe(train_size=10000, dim=20, ls_epochs=20, epochs=40, halving=25, target_error=0.03)
 
 
-def memn2n_recipe(args):
-    """(train_size, epochs, target_error) of this run: its recipe, with the flags given over it."""
-    train_size, epochs, target_error = MEMN2N_PAPER_RECIPE if args.data or args.compare else MEMN2N_SHORT_RECIPE
-    return (args.train_size or train_size, args.epochs or epochs,
-            target_error if args.target_error is None else args.target_error)
+def memn2n_recipe(args, tasks):
+    """The Recipe of this run, with the flags given over it."""
+    recipe = MEMN2N_JOINT if len(tasks) > 1 else MEMN2N_ONE_TASK if args.data else MEMN2N_SHORT
+    given = {name: getattr(args, name) for name in Recipe._fields if getattr(args, name, None) is not None}
+    return recipe._replace(**given)
 
 
 def add_flags(p):
@@ -97,26 +110,29 @@ def add_flags(p):
                    help="sentence representation: position encoding or bag of words (section 4.1)")
     p.add_argument("--no-linear-start", dest="linear_start", action="store_false",
                    help="turn linear start off: softmax in every hop from the start (default: LS on)")
-    p.add_argument("--ls-epochs", type=train.int_in(1, 1000), default=MEMN2N_LS_EPOCHS,
-                   help="epochs of linear start, before the softmax comes back (official code: 20)")
+    p.add_argument("--ls-epochs", type=train.int_in(1, 1000),
+                   help="epochs of linear start, before the softmax comes back (official code: 20 for one task, "
+                        "30 joint)")
     p.add_argument("--random-noise", type=train.float_in(0, 1), default=0.1,
                    help="RN: blank time slots, a share of a story's sentences, inserted at training time "
                         "(0: off; --compare: on 3 hops only, as Table 1)")
-    p.add_argument("--dim", type=train.int_in(1, 1024), default=20, help="embedding size d (paper: 20)")
+    p.add_argument("--dim", type=train.int_in(1, 1024),
+                   help="embedding size d (paper: 20 for one task, 50 joint)")
     p.add_argument("--memory-size", type=train.int_in(1, 200), default=50,
                    help="most recent sentences kept (paper: 50)")
     p.add_argument("--train-size", type=train.int_in(10, 100_000),
                    help="generated training questions a task, 10%% held out for validation (bAbI: 1000 or "
-                        "10000; default 10000, 1000 with --compare as the paper's Table 1)")
+                        "10000; default 10000 for one task, 1000 for several and --compare, as Table 1)")
     p.add_argument("--test-size", type=train.int_in(1, 100_000), default=1000,
                    help="generated test questions a task (bAbI: 1000)")
     p.add_argument("--epochs", type=train.int_in(1, 1000),
-                   help="epochs after linear start (default: the paper's 100 with --data or --compare; 40 "
-                        "for the default run on generated data)")
+                   help="epochs after linear start, the lr halved every 25 (one task) or 15 (joint) (default: "
+                        "the official code's 100 for one task with --data, 60 for several tasks and --compare; "
+                        "40 for one task on generated data)")
     p.add_argument("--target-error", type=train.float_in(0, 1),
                    help="validation error at which training stops early, once linear start is over (default: "
-                        "none with --data or --compare, all epochs trained as the paper; 0.03 for the default "
-                        "run on generated data)")
+                        "none with --data, several tasks or --compare: every epoch trained, as the paper; 0.03 "
+                        "for one task on generated data)")
     p.add_argument("--restarts", type=train.int_in(1, 100), default=1,
                    help="trainings of each model from different initialisations on the same data, the one with "
                         "the lowest training error kept (paper, section 4.2: 10); restart i = 0, 1, ... seeds its "
@@ -127,15 +143,16 @@ def add_flags(p):
                         "the paper's recipe (no --train-size)")
 
 
-def memn2n_schedule(step, per_epoch, ls_epochs, lr):
+def memn2n_schedule(step, per_epoch, ls_epochs, lr, halving):
     """(learning rate, LS on?) at step 1, 2, ..., as the official code: LS (ls_epochs > 0) at a constant lr / 2
-    (its halving, at epoch 21, never comes in 20), then the schedule restarts at lr / 2 with the softmax
-    (without LS: at lr), halved at the start of epochs 25, 50, 75, ... (train.m: `if mod(ep, 25) == 0`)."""
+    (its halving, at epoch ls_epochs + 1, never comes), then the schedule restarts at lr / 2 with the softmax
+    (without LS: at lr), halved at the start of epochs halving, 2 halving, ... (train.m: `if mod(ep, 25) == 0`
+    for one task, 15 joint)."""
     ls_steps = ls_epochs * per_epoch
     if step <= ls_steps:
         return lr / 2, True
     epoch = (step - ls_steps - 1) // per_epoch + 1  # 1, 2, ... within the phase
-    return (lr / 2 if ls_epochs else lr) * 0.5 ** (epoch // MEMN2N_HALVING_EPOCHS), False
+    return (lr / 2 if ls_epochs else lr) * 0.5 ** (epoch // halving), False
 
 
 def memn2n_scores(model, data, batch_size=500):
@@ -149,12 +166,12 @@ def memn2n_scores(model, data, batch_size=500):
     return loss / len(answer), wrong / len(answer)
 
 
-def memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, epochs, target_error, settings):
+def memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, recipe, settings):
     """One MemN2N trained the paper's way (section 4.2) on the training questions of data's task, or of its
     tasks together, its initialisation and batch order from seed; returns (run, model, optimizer).
-    target_error None: no early stop. settings: train.settings(...) of the run."""
+    recipe: the run's Recipe. settings: train.settings(...) of the run."""
     rng = train.seed_everything(seed)
-    config = memn2n.MemN2NConfig(len(vocab), d=args.dim, hops=hops, memory_size=args.memory_size,
+    config = memn2n.MemN2NConfig(len(vocab), d=recipe.dim, hops=hops, memory_size=args.memory_size,
                                  tying=args.tying, encoding=args.encoding, random_noise=random_noise)
     model = memn2n.MemN2N(config).to(args.device)
     model.vocab = vocab  # the words behind the ids: a checkpoint needs them to be read again
@@ -164,8 +181,8 @@ def memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, epochs,
     n = len(answer)
     batch_size = min(args.batch_size, n)
     per_epoch = n // batch_size
-    ls_epochs = args.ls_epochs if args.linear_start else 0
-    steps = getattr(args, "steps", None) or (ls_epochs + epochs) * per_epoch
+    ls_epochs = recipe.ls_epochs if args.linear_start else 0
+    steps = getattr(args, "steps", None) or (ls_epochs + recipe.epochs) * per_epoch
     eval_every = getattr(args, "eval_every", None) or per_epoch
     print(f"[{label}] bAbI task{'s' * (len(data['test']) > 1)} "
           f"{', '.join(f'{t} ({babi.TASKS[t]})' for t in data['test'])}, seed {seed}, "
@@ -186,7 +203,7 @@ def memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, epochs,
     # Section 4.2 and the official code (memn2n_schedule, which also ends LS). The paper sums the loss over
     # the batch; we average it, so the step is lr x batch size and the norm clip 40 / batch size: the same.
     def lr_at(step):
-        lr, linear_start = memn2n_schedule(step, per_epoch, ls_epochs, args.lr)
+        lr, linear_start = memn2n_schedule(step, per_epoch, ls_epochs, args.lr, recipe.halving)
         if model.linear_start and not linear_start:
             print(f"[{label}] step {step}: linear start over, softmax back in every hop")
         model.linear_start = linear_start
@@ -201,13 +218,14 @@ def memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, epochs,
     run = train.training_loop(
         model, optimizer, lambda: next(batches),
         lambda m, batch: F.cross_entropy(m(*batch[:2]), batch[2]), evaluate,
-        solved=lambda m: target_error is not None and not model.linear_start and m["val_error"] <= target_error,
+        solved=lambda m: (recipe.target_error is not None and not model.linear_start
+                          and m["val_error"] <= recipe.target_error),
         steps=steps, eval_every=eval_every, lr_at=lr_at, clip=40 / batch_size, label=label,
         **settings)
     return run, model, optimizer
 
 
-def memn2n_restarts(args, hops, random_noise, data, vocab, label, epochs, target_error):
+def memn2n_restarts(args, hops, random_noise, data, vocab, label, recipe):
     """Section 4.2: each configuration trained --restarts times from different initialisations on the same data,
     and the run with the lowest training error kept, scored after training in eval mode. Returns the kept
     run's result for each of its tasks, (task, variant, run, metrics, model): the task's test error and loss
@@ -216,8 +234,8 @@ def memn2n_restarts(args, hops, random_noise, data, vocab, label, epochs, target
     n, kept, train_errors, test_errors = args.restarts, None, [], {task: [] for task in data["test"]}
     for restart in range(n):
         seed = (args.seed + restart) % (train.MAX_SEED + 1)  # restart 0: the run of --seed alone
-        run, model, optimizer = memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, epochs,
-                                                 target_error, settings)
+        run, model, optimizer = memn2n_train_one(args, hops, random_noise, data, vocab, label, seed, recipe,
+                                                 settings)
         model.eval()
         with torch.no_grad():
             train_errors.append(memn2n_scores(model, data["train"])[1])
@@ -300,18 +318,18 @@ def run(args):
     if args.start is not None and args.restarts > 1:  # its model.pt holds the kept restart's model alone
         raise train.UsageError(f"{args.resume or args.eval}: a run of {args.restarts} restarts; --resume and --eval "
                                "take a single run")
-    train_size, epochs, target_error = memn2n_recipe(args)
     tasks = list(babi.TASKS) if args.compare else args.task
-    examples, data, vocab = memn2n_data(args, tasks, train_size)
+    recipe = memn2n_recipe(args, tasks)
+    examples, data, vocab = memn2n_data(args, tasks, recipe.train_size)
     finished, curves = [], {}
     for hops in MEMN2N_PAPER_COLUMNS if args.compare else [args.hops]:
         variant = f"{hops} hop{'s' if hops > 1 else ''} joint" if args.compare else "memn2n"
         # --compare: the settings of the paper's column, 1 and 2 hops PE LS, 3 hops PE LS RN
         random_noise = 0.0 if args.compare and "RN" not in MEMN2N_PAPER_COLUMNS[hops] else args.random_noise
-        results = memn2n_restarts(args, hops, random_noise, data, vocab, variant, epochs, target_error)
+        results = memn2n_restarts(args, hops, random_noise, data, vocab, variant, recipe)
         curves[variant] = results[0][2]["losses"]
         finished += results
     shown = 2 if 2 in tasks else tasks[0]  # task 2's story, where two hops chain two facts, if it was trained
     show_memn2n_hops(args, finished[-1][4], examples["test"][shown], data["test"][shown], vocab)
     pictures.save_loss_curves(args, curves)
-    return finished, [memn2n_table(args, finished, train_size)]
+    return finished, [memn2n_table(args, finished, recipe.train_size)]

@@ -81,13 +81,19 @@ def test_a_bad_flag_is_one_line_and_exit_2(run_train, flag, value):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and flag in err
 
 
-def test_joint_data_pools_each_tasks_first_nine_tenths_and_validates_on_each_tasks_last_tenth():
+def test_joint_data_pools_the_tasks_and_validates_on_a_random_tenth_of_the_pool():
+    """config_babi_joint.m: a random 10% of all tasks' training questions (one task: its last 10%)."""
     args = types.SimpleNamespace(data=None, seed=4, test_size=30, memory_size=50, device="cpu")
     examples, data, vocab = E.memn2n_data(args, [3, 1], 200)
     generated = {t: babi.to_examples(babi.generate(t, 200, np.random.default_rng(4))) for t in (1, 3)}
     tests = {t: babi.to_examples(babi.generate(t, 30, np.random.default_rng(train.TEST_SEED))) for t in (1, 3)}
-    assert examples["train"] == generated[3][:180] + generated[1][:180]
-    assert examples["val"] == generated[3][180:] + generated[1][180:]
+    key = lambda e: (tuple(map(tuple, e.memory)), tuple(e.question), e.answer)
+    pool = sorted(map(key, generated[3] + generated[1]))
+    assert len(examples["val"]) == 40 and sorted(map(key, examples["train"] + examples["val"])) == pool
+    tails = sorted(map(key, generated[3][180:] + generated[1][180:]))
+    assert sorted(map(key, examples["val"])) != tails  # not each task's last tenth
+    assert E.memn2n_data(args, [3, 1], 200)[0]["val"] == examples["val"]  # the same under the same --seed
+    assert E.memn2n_data(types.SimpleNamespace(**{**vars(args), "seed": 5}), [3, 1], 200)[0]["val"] != examples["val"]
     assert examples["test"] == {3: tests[3], 1: tests[1]} and list(data["test"]) == [3, 1]
     assert vocab == babi.vocabulary(*generated.values(), *tests.values())  # one vocabulary for all
     for split, answers in (("train", data["train"][2]), ("val", data["val"][2]), ("test", data["test"][1][2])):
@@ -122,14 +128,19 @@ def test_joint_training_is_one_model_on_the_union_and_a_result_line_per_task(run
 
 def test_the_schedule_is_the_official_codes():
     """config_babi.m / train_linear_start.m: LS 20 epochs at 0.005, then the schedule restarts at
-    0.005 for 100 epochs, halved at the start of epochs 25, 50, 75, 100; without LS 0.01, likewise."""
+    0.005 for 100 epochs, halved at the start of epochs 25, 50, 75, 100; without LS 0.01, likewise.
+    config_babi_joint.m: LS 30 epochs at 0.005, then 60 epochs halved at the start of epochs 15, 30, 45, 60."""
     per_epoch = 10
 
     def at(epoch, linear_start=True, within=1):  # the first (or given) step of an epoch, 1-based
-        return E.memn2n_schedule((epoch - 1) * per_epoch + within, per_epoch, 20 if linear_start else 0, 0.01)
+        return E.memn2n_schedule((epoch - 1) * per_epoch + within, per_epoch, 20 if linear_start else 0, 0.01, 25)
 
     assert [at(e) for e in (1, 20)] == [(0.005, True)] * 2
-    assert E.memn2n_schedule(60 * per_epoch, per_epoch, 60, 0.01) == (0.005, True)  # LS's lr stays constant
+    assert E.memn2n_schedule(60 * per_epoch, per_epoch, 60, 0.01, 25) == (0.005, True)  # LS's lr stays constant
+    joint = lambda epoch: E.memn2n_schedule((epoch - 1) * per_epoch + 1, per_epoch, 30, 0.01, 15)
+    assert [joint(e) for e in (1, 30, 31, 44, 45, 59, 60, 90)] == [
+        (0.005, True), (0.005, True), (0.005, False), (0.005, False), (0.0025, False), (0.0025, False),
+        (0.00125, False), (0.0003125, False)]
     assert at(20, within=10) == (0.005, True) and at(21) == (0.005, False)
     phase2 = {e: 0.005 for e in range(1, 25)} | {e: 0.0025 for e in range(25, 50)}
     phase2 |= {e: 0.00125 for e in range(50, 75)} | {e: 0.000625 for e in range(75, 100)} | {100: 0.0003125}
@@ -185,18 +196,26 @@ def test_the_default_run_trains_the_papers_model_the_papers_way(run_train, loops
     assert call.solved({"val_error": 0.03}) and not call.solved({"val_error": 0.031})
 
 
-def test_data_dir_trains_jointly_with_the_papers_recipe_100_epochs_after_ls_and_no_early_stop(run_train, loops,
-                                                                                               tmp_path):
+def test_data_dir_trains_with_the_official_codes_recipes_and_no_early_stop(run_train, loops, tmp_path):
+    """One task: config_babi.m (d 20, LS 20 epochs, then 100, halved every 25); several: config_babi_joint.m
+    (d 50, LS 30 epochs, then 60, halved every 15). Every epoch trained unless --target-error asks."""
     write_babi_files(tmp_path, 1)
     write_babi_files(tmp_path, 3)  # 45 + 45 training questions: one step an epoch
-    for extra, target in (([], None), (["--target-error", 0.05], 0.05)):
-        code, out, err = run_train("memn2n", "--data", tmp_path, "--task", "1,3", "--batch-size", 90, *extra,
+    for tasks, extra, target in (("1,3", [], None), ("1,3", ["--target-error", 0.05], 0.05), ("3", [], None)):
+        code, out, err = run_train("memn2n", "--data", tmp_path, "--task", tasks, "--batch-size", 90, *extra,
                                    "--device", "cpu")
         assert code == 0, err
-        assert [(r["task"], r["metrics"]["training_questions"]) for r in result_lines(out)] == [
-            ("babi-task1", 90), ("babi-task3", 90)]
         call = loops.pop()
-        assert call.steps == 20 + 100 and call.lr_at(21) == pytest.approx(0.005 * 90)  # LS is over at epoch 21
+        if tasks == "1,3":
+            assert [(r["task"], r["metrics"]["training_questions"]) for r in result_lines(out)] == [
+                ("babi-task1", 90), ("babi-task3", 90)]
+            assert call.steps == 30 + 60 and call.model.config.d == 50
+            assert call.lr_at(30) == pytest.approx(0.005 * 90) and call.model.linear_start
+            assert call.lr_at(31 + 14) == pytest.approx(0.0025 * 90) and not call.model.linear_start
+        else:  # 45 questions, batch 45
+            assert call.steps == 20 + 100 and call.model.config.d == 20
+            assert call.lr_at(21) == pytest.approx(0.005 * 45) and not call.model.linear_start
+            assert call.lr_at(21 + 24) == pytest.approx(0.0025 * 45)
         assert call.solved({"val_error": 0.05}) == (target is not None)  # early stop only if asked for
         assert not call.solved({"val_error": 0.051})
 
@@ -230,7 +249,7 @@ def test_compare_trains_each_column_of_table_1_jointly_with_its_settings_for_all
     for call, hops in zip(loops, (1, 2, 3)):
         assert call.model.config.hops == hops
         assert call.model.config.random_noise == (0.1 if hops == 3 else 0.0)  # PE LS / PE LS / PE LS RN
-        assert call.steps == 20 + 100  # one step an epoch: 81 questions, batch 81
+        assert call.steps == 30 + 60 and call.model.config.d == 50  # one step an epoch: 81 questions, batch 81
         call.lr_at(call.steps)
         assert not call.model.linear_start and not call.solved({"val_error": 0.0})  # no early stop
     table = out.strip().splitlines()[-5:]
