@@ -204,6 +204,18 @@ def training_loop(model, optimizer, next_batch, loss_fn, evaluate, solved, steps
         if checkpoint.evaluate_only or training["finished"]:
             steps = done  # nothing left to train: evaluate it as it is
     stop_requested = []
+    unread = []  # the losses of the steps since the last evaluation, still on the device
+
+    def read_losses():
+        """The one host synchronisation of a stretch of steps: its losses, read at once -> the first step whose
+        loss is not finite, or None."""
+        if not unread:
+            return None
+        values = mean_over_ranks(torch.stack(unread).float()).tolist()
+        unread.clear()
+        losses.extend(values)
+        bad = [i for i, value in enumerate(values) if not math.isfinite(value)]
+        return len(losses) - len(values) + 1 + bad[0] if bad else None
 
     def on_ctrl_c(signum, frame):  # finish the step, save, then stop; a second Ctrl-C stops at once
         if stop_requested:
@@ -228,18 +240,21 @@ def training_loop(model, optimizer, next_batch, loss_fn, evaluate, solved, steps
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
-            losses.append(mean_over_ranks(loss.detach()).item())
-            if not math.isfinite(losses[-1]):
-                diverged = True
-                print(f"{prefix}step {step}: loss is {losses[-1]}; the run diverged (try a smaller --lr)")
-                break
+            unread.append(loss.detach())  # no .item() here: a step never waits for the device
             if rank0_decides(bool(stop_requested), loss.device):
+                read_losses()
                 save_checkpoint(checkpoint, model, optimizer, step, losses, elapsed(), state, False)
                 if checkpoint is not None:   # the result so far, marked as interrupted
                     write_result(checkpoint.result_path, dict(checkpoint.result, steps=step, solved=False,
                                  seconds=round(elapsed(), 2), interrupted=True, metrics=metrics))
                 raise Interrupted(step)
             if step % eval_every == 0 or step == steps:
+                first_bad = read_losses()
+                if first_bad is not None:
+                    diverged = True
+                    print(f"{prefix}step {first_bad}: loss is {losses[first_bad - 1]}; the run diverged "
+                          "(try a smaller --lr)")
+                    break
                 is_solved, metrics = evaluate_and_print(model, evaluate, solved, losses[-eval_every:],
                                                         step, elapsed(), prefix, loss.device)
                 save_checkpoint(checkpoint, model, optimizer, step, losses, elapsed(), state, is_solved)

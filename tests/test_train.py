@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import train
 from conftest import check_result, result_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,6 +182,41 @@ def interrupt_at(monkeypatch, step):
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
+def host_reads_of_a_run(monkeypatch, steps, eval_every, poison_at=None):
+    """Count every read of a tensor's value by the host (item, tolist, bool, float, int, numpy, cpu) during a
+    training_loop of a tiny SGD model whose batches and loss never read one themselves."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n),
+                                                                                              _o(self, *a, **k))[1])
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    x = torch.randn(8, 4)
+    calls = []
+
+    def loss_fn(m, batch):
+        calls.append(1)
+        loss = (m(batch) ** 2).mean()
+        return loss * float("nan") if len(calls) == poison_at else loss
+    run = train.training_loop(model, torch.optim.SGD(model.parameters(), lr=0.01), lambda: x, loss_fn,
+                              evaluate=lambda m: {}, solved=lambda metrics: False, steps=steps, eval_every=eval_every)
+    monkeypatch.undo()
+    return reads, run
+
+
+def test_the_training_loop_reads_the_loss_once_per_evaluation_not_once_per_step(monkeypatch):
+    """No host synchronisation inside the loop: 10 x more steps between the same number of evaluations cost
+    no more reads of the device; every loss is still returned, and a non-finite one still ends the run."""
+    few, run = host_reads_of_a_run(monkeypatch, steps=20, eval_every=10)
+    many, run_many = host_reads_of_a_run(monkeypatch, steps=200, eval_every=100)
+    assert len(few) == len(many) <= 2 * 3 and len(run["losses"]) == 20 and len(run_many["losses"]) == 200
+    assert all(math.isfinite(loss) for loss in run_many["losses"])
+    _, diverged = host_reads_of_a_run(monkeypatch, steps=200, eval_every=100, poison_at=37)
+    assert diverged["diverged"] and not diverged["solved"] and diverged["steps"] == 100
+    assert math.isnan(diverged["losses"][36]) and all(math.isfinite(v) for v in diverged["losses"][:36])
+
+
 def test_ctrl_c_saves_the_run_and_resume_ends_where_an_uninterrupted_run_ends(run_train, monkeypatch,
                                                                              tmp_path, name):
     argv = [name, *TINY[name], "--steps", 6, "--eval-every", 2, "--device", "cpu"]
