@@ -177,7 +177,7 @@ def test_the_default_run_trains_the_papers_model_the_papers_way(run_train, loops
     assert model.vocab[0] == "<nil>" and {"where", "mary", "kitchen"} <= set(model.vocab)
     assert len(model.vocab) == config.vocab_size
     per_epoch = n // 32
-    assert call.steps == (20 + 40) * per_epoch and call.eval_every == per_epoch
+    assert call.steps == (10 + 40) * per_epoch and call.eval_every == per_epoch
     assert call.clip == pytest.approx(40 / 32)  # clip 40 on the summed loss = 40 / 32 on the mean
     [group] = call.optimizer.param_groups
     assert type(call.optimizer) is torch.optim.SGD and group["momentum"] == 0 and group["weight_decay"] == 0
@@ -187,7 +187,7 @@ def test_the_default_run_trains_the_papers_model_the_papers_way(run_train, loops
     loss = call.loss_fn(model.eval(), (story, query, answer))
     summed = F.cross_entropy(model(story, query), answer, reduction="sum")
     assert loss.item() == pytest.approx(summed.item() / 32)
-    ls_steps = 20 * per_epoch
+    ls_steps = 10 * per_epoch  # the 10k set: 10 epochs of LS
     epoch_25 = ls_steps + 24 * per_epoch + 1
     for step, lr, linear_start in ((1, 0.005, True), (ls_steps, 0.005, True), (ls_steps + 1, 0.005, False),
                                    (epoch_25 - 1, 0.005, False), (epoch_25, 0.0025, False)):
