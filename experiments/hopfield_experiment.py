@@ -188,7 +188,8 @@ def run(args):
             accuracies[variant].append(scores["accuracy"])  # one per --eval-every steps
             return scores
 
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr,
+                                      fused=args.device.startswith("cuda"))  # one kernel a step on a GPU
         training = train.training_loop(model, optimizer, next_batch, loss_fn, evaluate,
                                        solved=lambda metrics: metrics["accuracy"] >= args.target,
                                        steps=args.steps, eval_every=args.eval_every, label=variant,
