@@ -36,6 +36,8 @@ SUMMARY = "Golovneva et al. 2025: Multi-Token Attention on the letter-block toy 
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 BLOCK_VOCAB = LETTERS + ".#"  # token id = index in this string
+CODES = np.zeros(256, np.uint8)  # ASCII code -> token id
+CODES[[ord(ch) for ch in BLOCK_VOCAB]] = np.arange(len(BLOCK_VOCAB))
 MAX_LENGTH = 1024             # longest example (src + tgt) we generate or read; the paper's is 319
 MAX_LINE = 4 * MAX_LENGTH     # longest line of a data file (a JSON object holding such an example)
 
@@ -58,8 +60,8 @@ class LetterBlocks:
                              f"({block_length}) <= {len(LETTERS)}")
         if n_blocks < 1:
             raise ValueError(f"need at least one block, got {n_blocks}")
-        # the rejection sampler below would loop forever without enough distinct distractors
-        # (e.g. 26-letter blocks: every one holds every query letter)
+        # the rejection sampler below would need an endless stream without enough distinct
+        # distractors (e.g. 26-letter blocks: every one holds every query letter)
         if n_blocks - 1 > distractor_blocks(block_length, query_letters):
             raise ValueError(f"{n_blocks} blocks of {block_length} letters with {query_letters} query letters: "
                              f"only {distractor_blocks(block_length, query_letters)} distinct distractor "
@@ -69,26 +71,47 @@ class LetterBlocks:
             raise ValueError(f"{n_blocks} blocks of {block_length} letters make examples of {length} "
                              f"characters, more than {MAX_LENGTH}")
         self.n_blocks, self.query_letters, self.block_length = n_blocks, query_letters, block_length
+        self.stream = stream_length(n_blocks, query_letters, block_length)
 
-    def sample(self, rng):
-        """As the authors' generator: target = N distinct letters, query = L of them in random
-        order, distractors = distinct blocks drawn alike but rejected when they hold every query
-        letter, then all blocks shuffled."""
-        target = rng.permutation(len(LETTERS))[: self.block_length].tolist()
-        query = rng.permutation(sorted(rng.choice(target, self.query_letters, replace=False))).tolist()
-        blocks, seen = [target], {tuple(target)}
-        while len(blocks) < self.n_blocks:  # candidates in bulk: rows of argsort(random) are permutations
-            candidates = np.argsort(rng.random((2 * self.n_blocks, len(LETTERS))), axis=1)
-            for block in candidates[:, : self.block_length].tolist():
-                if len(blocks) < self.n_blocks and not set(query) <= set(block) and tuple(block) not in seen:
-                    blocks.append(block)
-                    seen.add(tuple(block))
-        order = rng.permutation(self.n_blocks)
-        text = ".".join("".join(LETTERS[i] for i in blocks[b]) for b in order)
-        return text + "#" + "".join(LETTERS[i] for i in query), "".join(LETTERS[i] for i in target)
+    def draw(self, n, generator, device="cpu"):
+        """n fresh samples drawn with torch on `device` (no host work, no host read) -> tokens [n, T]
+        (src + tgt minus its last letter), positions [n, N] where each target letter is predicted,
+        targets [n, N]. As the authors' generator: target = N distinct letters, query = L of them in
+        random order, distractors = blocks drawn alike and rejected when they hold every query letter
+        or repeat a block, then all blocks shuffled. The rejection runs over a fixed stream of
+        self.stream candidates a sample: the first n_blocks - 1 kept are exactly what the sequential
+        sampler keeps, and the stream is long enough that it keeps too few (a rejected block would
+        then stand in) with chance < 1e-15 a sample."""
+        N, L, S, M = self.block_length, self.query_letters, self.n_blocks - 1, self.stream
+        # k of m things, distinct, in random order: the k largest of m uniform numbers (float64: ties
+        # have chance ~1e-15)
+        pick = lambda k, *shape: torch.rand(*shape, generator=generator, device=device,
+                                            dtype=torch.float64).topk(k).indices
+        target = pick(N, n, len(LETTERS))                                       # [n, N]
+        query = target.gather(1, pick(L, n, N))                                 # [n, L]
+        candidates = pick(N, n, M, len(LETTERS))                                # [n, M, N]
+        holds_all = (candidates[..., None] == query[:, None, None, :]).any(2).all(-1)
+        same = (candidates[:, :, None] == candidates[:, None, :]).all(-1)  # [n, M, M]
+        seen = same.tril(-1).any(-1)  # the same block earlier in the stream (the target holds all L)
+        kept = ~holds_all & ~seen
+        stream_order = torch.arange(M, device=device) + M * (~kept)           # kept ones first
+        first_kept = stream_order.topk(S, largest=False).indices
+        blocks = torch.cat([target[:, None], candidates.gather(1, first_kept[..., None].expand(-1, -1, N))], 1)
+        order = pick(S + 1, n, S + 1)
+        blocks = blocks.gather(1, order[..., None].expand(-1, -1, N))
+        dots = torch.full((n, S + 1, 1), BLOCK_VOCAB.index("."), device=device)
+        text = torch.cat([blocks, dots], 2).flatten(1)
+        text[:, -1] = BLOCK_VOCAB.index("#")                                  # the last '.' is the '#'
+        tokens = torch.cat([text, query, target[:, :-1]], 1)
+        positions = (text.size(1) + L - 1 + torch.arange(N, device=device)).expand(n, N)
+        return tokens, positions, target
 
-    def examples(self, n, rng):
-        return [self.sample(rng) for _ in range(n)]
+    def examples(self, n, generator):
+        """n samples as (src, tgt) strings, drawn on the CPU from a torch.Generator."""
+        tokens, _, targets = self.draw(n, generator)
+        src_length = tokens.size(1) - self.block_length + 1
+        return [("".join(BLOCK_VOCAB[t] for t in row[:src_length]), "".join(LETTERS[t] for t in target))
+                for row, target in zip(tokens.tolist(), targets.tolist())]
 
     @staticmethod
     def encode(text):
@@ -96,19 +119,37 @@ class LetterBlocks:
 
     @staticmethod
     def collate(examples):
-        """-> tokens [B, T] (src + tgt minus its last letter, right-padded with '#': a causal model
-        never lets a later pad reach an earlier position), positions [B, N] where each target letter
-        is predicted, targets [B, N]. Every tgt in one batch must have the same length N."""
-        tokens = [LetterBlocks.encode(src + tgt[:-1]) for src, tgt in examples]
-        tokens = train.pad_batch(tokens, pad=BLOCK_VOCAB.index("#"))
-        n = len(examples[0][1])
+        """-> tokens [B, T] as uint8 (src + tgt minus its last letter, right-padded with '#': a causal
+        model never lets a later pad reach an earlier position), positions [B, N] where each target
+        letter is predicted, targets [B, N]. Every tgt must have the same length N. uint8 keeps a
+        file of a million examples small; the model takes tokens.long()."""
+        width = max(len(src) + len(tgt) for src, tgt in examples)
+        text = "".join((src + tgt).ljust(width, "#") for src, tgt in examples).encode("ascii")
+        full = torch.from_numpy(CODES[np.frombuffer(text, np.uint8)].reshape(len(examples), width))
         starts = torch.tensor([len(src) - 1 for src, _ in examples])
-        positions = starts[:, None] + torch.arange(n)[None, :]
-        targets = torch.tensor([LetterBlocks.encode(tgt) for _, tgt in examples])
-        return tokens, positions, targets
+        positions = starts[:, None] + torch.arange(len(examples[0][1]))
+        return full[:, :-1], positions, full.gather(1, positions + 1).long()
 
     def batch(self, batch_size, rng):
-        return self.collate(self.examples(batch_size, rng))
+        """draw() on the CPU from a torch stream that a numpy Generator seeds."""
+        return self.draw(batch_size, torch.Generator().manual_seed(int(rng.integers(2 ** 63))))
+
+
+def stream_length(n_blocks, query_letters, block_length, chance=1e-15):
+    """Candidates a sample needs so that n_blocks - 1 distinct distractors are kept except with
+    `chance`: after j are kept, a candidate is kept with p_j = (distractors - j) / all blocks, so the
+    number kept is a Markov chain whose law we follow candidate by candidate."""
+    wanted = n_blocks - 1
+    blocks, distractors = math.perm(len(LETTERS), block_length), distractor_blocks(block_length, query_letters)
+    p = np.array([(distractors - j) / blocks for j in range(wanted)])
+    law, length = np.zeros(wanted + 1), 0  # law[j]: chance that j are kept so far
+    law[0] = 1.0
+    while law[:wanted].sum() > chance:
+        moved = law[:wanted] * p
+        law[:wanted] -= moved
+        law[1:] += moved
+        length += 1
+    return length
 
 
 def check_example(item):
@@ -198,7 +239,7 @@ def mta_data(args):
         task = LetterBlocks(blocks, query_letters, block_length)
     except ValueError as error:
         raise train.UsageError(error)
-    test = files.get("test_data") or task.examples(args.test_size, np.random.default_rng(train.TEST_SEED))
+    test = files.get("test_data") or task.examples(args.test_size, torch.Generator().manual_seed(train.TEST_SEED))
     if "data" in files and len(files["data"][0][1]) != len(test[0][1]):
         raise train.UsageError("--data and --test-data targets differ in length")
     return task, files.get("data"), test
@@ -243,16 +284,23 @@ def add_flags(p):
                    help="held-out sequence error that counts as solved (early stop)")
 
 
-def mta_errors(model, examples, device, batch_size=250):
+def test_batches(examples, device, batch_size=250):
+    """The held-out examples as batches on the device, collated once for every evaluation."""
+    return [[t.to(device) for t in LetterBlocks.collate(examples[i:i + batch_size])]
+            for i in range(0, len(examples), batch_size)]
+
+
+def target_logits(model, tokens, positions):
+    """The logits [B, N, vocab] at the positions that predict the target letters."""
+    logits = model(tokens.long())
+    return logits.gather(1, positions[..., None].expand(-1, -1, logits.size(-1)))
+
+
+def mta_errors(model, batches):
     """Teacher-forced errors on the target block: sequence (any letter wrong, which equals greedy
     decoding's), token, first letter (the lookup) and the other letters (the copy)."""
-    wrong = []
-    for i in range(0, len(examples), batch_size):
-        tokens, positions, targets = LetterBlocks.collate(examples[i:i + batch_size])
-        logits = model(tokens.to(device))
-        predicted = logits.gather(1, positions.to(device)[..., None].expand(-1, -1, logits.size(-1)))
-        wrong.append((predicted.argmax(-1) != targets.to(device)).cpu())
-    wrong = torch.cat(wrong).float()
+    wrong = torch.cat([target_logits(model, tokens, positions).argmax(-1) != targets
+                       for tokens, positions, targets in batches]).float().cpu()
     copy_error = wrong[:, 1:].mean().item() if wrong.size(1) > 1 else 0.0  # 1-letter blocks: nothing to copy
     return {"sequence_error": wrong.amax(1).mean().item(), "token_error": wrong.mean().item(),
             "first_letter_error": wrong[:, 0].mean().item(), "copy_error": copy_error}
@@ -273,27 +321,32 @@ def mta_config(args, use_mta, max_len):
 
 
 def mta_train_one(args, use_mta, seed, task, train_examples, test, label):
-    rng = train.seed_everything(seed)
+    rng = train.seed_everything(seed)  # the training batches: a torch stream on the device, seeded from rng
+    generator = torch.Generator(args.device).manual_seed(int(rng.integers(2 ** 63)))
     max_len = longest_example(test, train_examples) + 1
     model = mta.MTATransformer(mta_config(args, use_mta, max_len)).to(args.device)
     print(f"[{label}] {train.count_parameters(model):,} parameters, {task.n_blocks} blocks, L = "
           f"{task.query_letters}, {len(test)} test sequences, device {args.device}", flush=True)
 
-    def next_batch():
-        if train_examples is None:
-            return task.batch(args.batch_size, rng)
-        return task.collate([train_examples[i] for i in rng.integers(len(train_examples), size=args.batch_size)])
+    if train_examples is None:  # fresh sequences, drawn on the device
+        next_batch = lambda: task.draw(args.batch_size, generator, args.device)
+    else:  # a file's examples, collated once and kept on the device; a batch draws rows of it
+        stored = [t.to(args.device) for t in LetterBlocks.collate(train_examples)]
+
+        def next_batch():
+            rows = torch.randint(len(train_examples), (args.batch_size,), generator=generator, device=args.device)
+            return [t[rows] for t in stored]
 
     def loss_fn(model, batch):  # the loss is on the target letters only, as in the paper
-        tokens, positions, targets = (x.to(args.device) for x in batch)
-        logits = model(tokens)
-        logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.size(-1)))
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        tokens, positions, targets = batch
+        return F.cross_entropy(target_logits(model, tokens, positions).flatten(0, 1), targets.flatten())
 
     # paper: 1e-4 constant after 1000 warmup steps; here warmup_cosine, for a short CPU budget
     lr_at = lambda step: train.warmup_cosine(step, args.lr, args.warmup, args.steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
-    run = train.training_loop(model, optimizer, next_batch, loss_fn, lambda m: mta_errors(m, test, args.device),
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0,
+                                  fused=args.device.startswith("cuda") or None)  # one kernel on a GPU
+    batches = test_batches(test, args.device)
+    run = train.training_loop(model, optimizer, next_batch, loss_fn, lambda m: mta_errors(m, batches),
                               solved=lambda metrics: metrics["sequence_error"] <= args.target_error,
                               steps=args.steps, eval_every=args.eval_every, lr_at=lr_at, label=label,
                               **train.settings(args, "letter-blocks", "mta" if use_mta else "standard",

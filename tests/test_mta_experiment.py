@@ -29,6 +29,10 @@ def slow_solver(src):
     return holding_all[0]
 
 
+def seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
 def sigma_bound(p, n, sigmas=4.5):
     return sigmas * math.sqrt(p * (1 - p) / n)
 
@@ -36,7 +40,7 @@ def sigma_bound(p, n, sigmas=4.5):
 @pytest.fixture(scope="module")
 def many_samples():
     """4000 samples of the default shape (4 blocks of 5 letters, L = 2)."""
-    return LetterBlocks(4, 2, 5).examples(4000, np.random.default_rng(11))
+    return LetterBlocks(4, 2, 5).examples(4000, seeded(11))
 
 
 # ---- the generator: rules ---------------------------------------------------------------------
@@ -44,7 +48,7 @@ def many_samples():
 @pytest.mark.parametrize("n_blocks,query_letters", [(4, 2), (12, 3), (52, 2)])
 def test_generator_answers_are_right_with_distinct_letters_and_blocks(n_blocks, query_letters):
     task = LetterBlocks(n_blocks, query_letters)
-    for src, tgt in task.examples(200, np.random.default_rng(0)):
+    for src, tgt in task.examples(200, seeded(0)):
         blocks = src.split("#")[0].split(".")
         assert len(blocks) == n_blocks and len(set(blocks)) == n_blocks
         assert all(len(b) == len(set(b)) == 5 and set(b) <= set(LETTERS) for b in blocks)
@@ -56,7 +60,7 @@ def test_generator_answers_are_right_with_distinct_letters_and_blocks(n_blocks, 
 
 def test_blocks_are_distinct_when_the_alphabet_is_nearly_used_up():
     # 26 one-letter blocks, L = 1: the 25 distractors must be the 25 other letters, once each
-    for src, tgt in LetterBlocks(26, 1, 1).examples(20, np.random.default_rng(1)):
+    for src, tgt in LetterBlocks(26, 1, 1).examples(20, seeded(1)):
         blocks = src.split("#")[0].split(".")
         assert sorted(blocks) == list(LETTERS) and src.split("#")[1] == tgt
 
@@ -98,6 +102,24 @@ def test_distractor_count_equals_brute_force(block_length, query_letters):
     assert mta_experiment.distractor_blocks(block_length, query_letters) == count
 
 
+def test_the_stream_of_candidates_is_the_shortest_that_fails_with_at_most_the_given_chance():
+    # 3 one-letter blocks, L = 1 (query letter 0): every stream of m letters, counted by brute force;
+    # it fails when it holds fewer than 2 distinct letters other than 0
+    def failing(m):
+        streams = np.sort(np.array(list(itertools.product(range(26), repeat=m))), axis=1)
+        distinct = 1 + (np.diff(streams, axis=1) != 0).sum(1) - (streams[:, 0] == 0)
+        return np.mean(distinct < 2)
+    m = mta_experiment.stream_length(3, 1, 1, chance=0.01)
+    assert failing(m) <= 0.01 < failing(m - 1) and m == 4  # 3 letters fail with chance 0.010014
+
+
+def test_a_drawn_batch_is_its_examples_collated_and_its_seed_fixes_it():
+    task = LetterBlocks(5, 2)
+    drawn, collated = task.draw(6, seeded(4)), LetterBlocks.collate(task.examples(6, seeded(4)))
+    assert all(torch.equal(a.long(), b) for a, b in zip(drawn, collated))
+    assert not torch.equal(drawn[0], task.draw(6, seeded(5))[0])
+
+
 @pytest.mark.parametrize("shape", [(2, 2, 26), (27, 1, 1), (2, 5, 26), (200, 2, 5)])
 def test_impossible_shapes_are_refused_at_once_instead_of_sampling_forever(shape):
     with pytest.raises(ValueError):
@@ -106,7 +128,7 @@ def test_impossible_shapes_are_refused_at_once_instead_of_sampling_forever(shape
 
 @pytest.mark.parametrize("shape", [(1, 2, 26), (26, 1, 1), (2, 1, 25)])
 def test_the_hardest_possible_shapes_sample(shape):
-    for src, tgt in LetterBlocks(*shape).examples(5, np.random.default_rng(0)):
+    for src, tgt in LetterBlocks(*shape).examples(5, seeded(0)):
         assert slow_solver(src) == tgt and len(tgt) == shape[2]
 
 
@@ -141,7 +163,7 @@ def test_errors_by_hand():
         for n, letter in enumerate(tgt):
             logits[row, len(src) - 1 + n, LETTERS.index(letter)] = 1.0
     logits[0, 13, 25], logits[1, 15, 25], logits[3, 13, 25], logits[3, 17, 25] = 5, 5, 5, 5  # ... but these: z
-    metrics = mta_experiment.mta_errors(FixedLogits(logits), examples, "cpu")
+    metrics = mta_experiment.mta_errors(FixedLogits(logits), mta_experiment.test_batches(examples, "cpu"))
     assert metrics == pytest.approx({"sequence_error": 3 / 4, "token_error": 4 / 20,
                                      "first_letter_error": 2 / 4, "copy_error": 2 / 16})
 
@@ -255,7 +277,7 @@ def test_cli_baseline_trains_standard_attention_only(run_train, monkeypatch):
 
 def test_cli_reads_the_authors_format_and_trains_on_the_files_examples(run_train, tmp_path, monkeypatch):
     path = tmp_path / "train.jsonl"
-    examples = LetterBlocks(5, 2).examples(30, np.random.default_rng(3))
+    examples = LetterBlocks(5, 2).examples(30, seeded(3))
     mta_experiment.write_letter_blocks(path, examples)
     assert json.loads(path.read_text().splitlines()[0]) == {"src": examples[0][0], "tgt": examples[0][1]}
     calls = spy_on_training(monkeypatch)
@@ -271,7 +293,7 @@ def test_cli_reads_the_authors_format_and_trains_on_the_files_examples(run_train
 
 def test_the_data_file_sets_the_task_shape_without_writing_args(tmp_path):
     path = tmp_path / "test.jsonl"
-    examples = LetterBlocks(6, 3, 7).examples(5, np.random.default_rng(0))
+    examples = LetterBlocks(6, 3, 7).examples(5, seeded(0))
     mta_experiment.write_letter_blocks(path, examples)
     args = train.build_parser().parse_args(["mta", "--test-data", str(path)])
     task, train_examples, test = mta_experiment.mta_data(args)
