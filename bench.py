@@ -7,14 +7,20 @@
 It prints Markdown tables (progress goes to stderr): 1. forward + backward of each file's attention
 block against torch's fused scaled_dot_product_attention (SDPA) at equal batch (2), heads (4), head
 width (16) and T, and CoPE and MTA against their own files' plain attention (pos="none", mta=False);
-2. one training step of transformer.py against the same model on torch.nn.Transformer; 3. how the cost
-of CoPE and MTA grows with T. Every time is a median after a warm-up, the blocks compared at one size
-running in turns. docs/performance.md says how to read the tables and what they measured.
+2. Bahdanau's decoder, one query per step, in a table of its own (its T steps cannot run in parallel);
+3. one training step of transformer.py against the same model on torch.nn.Transformer; 4. how the cost
+of CoPE and MTA grows with T. Every time is given as min / median / max of its timed runs after a
+warm-up; each block gets as many runs as its own warm-up time allows (at least MIN_REPEATS), and the
+blocks compared at one size run interleaved, in a new shuffled order each round. docs/performance.md
+says how to read the tables and what they measured.
 """
 import argparse
+import collections
 import math
 import os
 import platform
+import random
+import shlex
 import statistics
 import sys
 import time
@@ -31,6 +37,9 @@ import transformer
 
 B, HEADS, HEAD_DIM = 2, 4, 16
 D = HEADS * HEAD_DIM
+MIN_REPEATS = 7   # the fewest timed runs of a figure (unless --repeats is lower): a median of 7 moves
+                  # little when one run is disturbed; its min and max show the spread
+SEED = 0          # of the shuffled running order: the same order on every run of bench.py
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
@@ -87,10 +96,9 @@ def build_block(name, T, device):
     return (lambda: m(x)), [m], x
 
 BLOCKS = {  # name: (row label, reference, [B, H, T, T]-sized maps alive at the peak, roughly)
-    "sdpa": ("SDPA, unmasked (reference for the next three)", None, 1),
+    "sdpa": ("SDPA, unmasked (reference for the next two)", None, 1),
     "transformer": ("transformer.py MultiHeadAttention, self-attention, no mask", "sdpa", 8),
     "hopfield": ("hopfield.py Hopfield, self-attention R = Y = x, one update", "sdpa", 8),
-    "bahdanau": ("bahdanau.py AdditiveAttention, T decoder steps, n = n' = 64", "sdpa", 3 * HEAD_DIM),
     "sdpa-causal": ("SDPA, causal (reference for the rest)", None, 1),
     "cope-none": ("cope.py pos=none: CoPE's baseline", "sdpa-causal", 8),
     "cope": ("cope.py CoPE", "sdpa-causal", 24),
@@ -98,6 +106,9 @@ BLOCKS = {  # name: (row label, reference, [B, H, T, T]-sized maps alive at the 
     "mta": ("mta.py MTA, key-query conv c_q=2, c_k=9", "sdpa-causal", 16),
 }
 SCALING = ["cope-none", "cope", "mta-none", "mta"]
+# Bahdanau's decoder runs its T steps one after another (each query is the state the previous step
+# made), so it has a table of its own, timed beside the unmasked SDPA at the same T for scale
+DECODER = {"bahdanau": ("bahdanau.py AdditiveAttention, T decoder steps, n = n' = 64", "sdpa", 3 * HEAD_DIM)}
 
 
 # ----- Measuring: docs/performance.md says how -------------------------------------------------
@@ -135,26 +146,50 @@ def fwd_bwd(forward, modules, x, args, measure_memory=False):
         memory = torch.cuda.max_memory_allocated() - before
     return memory
 
+def plan_repeats(first, args):
+    """{name: seconds of its warm-up run} -> {name: timed runs}: each block as many as its own warm-up
+    says fit in --seconds-per-cell, at least MIN_REPEATS (or --repeats if lower), at most --repeats."""
+    floor = min(MIN_REPEATS, args.repeats)
+    return {name: max(floor, min(args.repeats, int(args.seconds_per_cell / max(seconds, 1e-6))))
+            for name, seconds in first.items()}
+
+def schedule(repeats, seed=SEED):
+    """{name: timed runs} -> the rounds, each a list of names in the order they run. A block's runs are
+    spread evenly over all the rounds (not bunched at the start), and every round runs its blocks in a
+    new shuffled order, so that neither a slow neighbour nor a drift of the machine favours one block."""
+    rounds = [[] for _ in range(max(repeats.values(), default=0))]
+    for name, n in repeats.items():
+        for k in range(n):
+            rounds[k * len(rounds) // n].append(name)
+    shuffle = random.Random(seed).shuffle
+    for names in rounds:
+        shuffle(names)
+    return rounds
+
+Timing = collections.namedtuple("Timing", "min median max n")   # seconds of a figure's timed runs
+
+def timing(seconds):
+    return Timing(min(seconds), statistics.median(seconds), max(seconds), len(seconds))
+
 def time_in_turns(steps, args):
-    """steps {name: (step, seconds of its warm-up)} -> {name: median seconds}, running them in turns."""
-    one_round = sum(first for _, first in steps.values())
-    repeats = max(3, min(args.repeats, int(args.seconds_per_cell * len(steps) / max(one_round, 1e-6))))
+    """steps {name: (step, seconds of its warm-up)} -> {name: Timing}, the steps run interleaved."""
     times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, (step, _) in steps.items():
+    for names in schedule(plan_repeats({name: first for name, (_, first) in steps.items()}, args)):
+        for name in names:
             sync(args.device)
             start = time.perf_counter()
-            step()
+            steps[name][0]()
             sync(args.device)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: timing(t) for name, t in times.items()}
 
 def measure_size(T, names, args, results, notes):
-    """Every block of `names` at this T: memory from an untimed run, then the timed runs in turns."""
+    """Every block of `names` at this T: memory from an untimed run, the warm-up, then the timed runs
+    interleaved."""
     log(f"[bench] T={T}: {', '.join(names)}")
     runs = {}
     for name in names:
-        need = BLOCKS[name][2] * B * HEADS * T * T * 4   # estimated bytes of the largest moment
+        need = {**BLOCKS, **DECODER}[name][2] * B * HEADS * T * T * 4   # bytes at the peak, roughly
         if need > args.max_bytes:
             results[name, T] = None
             notes.add(f"T={T}: {name} skipped, it needs about {need / 2**30:.0f} GiB "
@@ -166,21 +201,25 @@ def measure_size(T, names, args, results, notes):
             m.to(args.device).train()
         run = lambda forward=forward, modules=modules, x=x: fwd_bwd(forward, modules, x, args)
         try:
-            start = time.perf_counter()
             if args.device.type == "cuda":   # a first run allocates workspaces that are not the block's
                 run()
-            memory = fwd_bwd(forward, modules, x, args, measure_memory=True)   # the CPU's warm-up
+            memory = fwd_bwd(forward, modules, x, args, measure_memory=True)
+            sync(args.device)
+            start = time.perf_counter()
+            run()                            # the warm-up, whose time sets the number of timed runs
             sync(args.device)
         except torch.OutOfMemoryError:
             results[name, T] = None
             notes.add(f"T={T}: {name} ran out of memory")
             torch.cuda.empty_cache()
             continue
-        runs[name] = (run, memory, (time.perf_counter() - start) / (2 if args.device.type == "cuda" else 1))
-    medians = time_in_turns({name: (run, first) for name, (run, _, first) in runs.items()}, args)
+        runs[name] = (run, memory, time.perf_counter() - start)
+    timings = time_in_turns({name: (run, first) for name, (run, _, first) in runs.items()}, args)
     for name, (_, memory, _) in runs.items():
-        results[name, T] = (medians[name], memory)
-        log(f"[bench] attention {name:12s} T={T:5d}  {medians[name] * 1e3:9.2f} ms  {memory / 2**20:9.1f} MiB")
+        results[name, T] = (timings[name], memory)
+        t = timings[name]
+        log(f"[bench] attention {name:12s} T={T:5d}  {t.median * 1e3:9.2f} ms ({t.min * 1e3:.2f} to "
+            f"{t.max * 1e3:.2f}, {t.n} runs)  {memory / 2**20:9.1f} MiB")
 
 
 # ----- 2. transformer.py against torch.nn.Transformer ---------------------------------------------
@@ -233,13 +272,16 @@ def transformer_step(batch, T, args):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        step()                               # the optimizer's state is made on the first step
+        sync(args.device)
         start = time.perf_counter()
         step()
         sync(args.device)
         steps[name] = (step, time.perf_counter() - start)
-    medians = time_in_turns(steps, args)
-    out = [medians["ours"], medians["torch"]]
-    log(f"[bench] transformer step B={batch} T={T}: ours {out[0] * 1e3:.1f} ms, torch {out[1] * 1e3:.1f} ms")
+    timings = time_in_turns(steps, args)
+    out = [timings["ours"], timings["torch"]]
+    log(f"[bench] transformer step B={batch} T={T}: ours {out[0].median * 1e3:.1f} ms, "
+        f"torch {out[1].median * 1e3:.1f} ms")
     sizes = [sum(p.numel() for p in m.parameters())
              for m in (transformer.Transformer(config), TorchTransformer(config))]
     return out[0], out[1], *sizes
@@ -255,15 +297,21 @@ def slope(ts, values):
 def ms(seconds):
     return f"{seconds * 1e3:.3g}" if seconds * 1e3 < 100 else f"{seconds * 1e3:.0f}"
 
+def spread(t):
+    """A Timing as 'min / median / max' in ms."""
+    return f"{ms(t.min)} / {ms(t.median)} / {ms(t.max)}"
+
 def mib(nbytes):
     return f"{nbytes / 2**20:.3g}" if nbytes < 100 * 2**20 else f"{nbytes / 2**20:.0f}"
 
-def cell(results, name, T, index, fmt, versus):
+def cell(results, name, T, index, versus):
+    """Time (index 0: min / median / max, ratio of the medians) or memory (1) of a block at T."""
     value, ref = results.get((name, T)), results.get((versus, T))
     if value is None:
         return "-"
-    ratio = f" ({value[index] / ref[index]:.1f}x)" if ref is not None and versus != name else ""
-    return fmt(value[index]) + ratio
+    number = (lambda v: v[0].median) if index == 0 else (lambda v: v[1])
+    ratio = f" ({number(value) / number(ref):.1f}x)" if ref is not None and versus != name else ""
+    return (spread(value[0]) if index == 0 else mib(value[1])) + ratio
 
 def row(cells):
     return "| " + " | ".join(cells) + " |"
@@ -328,53 +376,80 @@ def print_attention_tables(results, sizes, args):
     print(f"### Attention cost per paper: {hardware(args.device)} ({args.device.type}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype}\n")
     print(f"Forward + backward of one attention block on x [{B}, T, {D}]: batch {B}, {HEADS} heads of "
-          f"width {HEAD_DIM}. Median ms, and in brackets the ratio to the SDPA reference at the same T.\n")
-    for index, fmt in ((0, ms), (1, mib)):
+          f"width {HEAD_DIM}. ms, min / median / max of the timed runs, and in brackets the ratio of the "
+          f"medians to the SDPA reference at the same T.\n")
+    for index in (0, 1):
         if index == 1:
             print(f"\nMemory, MiB ({memory_kind}), ratio to the SDPA reference in brackets:\n")
         print(row(["block"] + [f"T={T}" for T in sizes]) + "\n|---|" + "---:|" * len(sizes))
         for name, (label, ref, _) in BLOCKS.items():
-            print(row([label] + [cell(results, name, T, index, fmt, ref or name) for T in sizes]))
+            print(row([label] + [cell(results, name, T, index, ref or name) for T in sizes]))
+    runs = [results[key][0].n for key in results if results[key] and key[0] in BLOCKS and key[1] in sizes]
+    if runs:
+        print(f"\nTimed runs per figure: {min(runs)}{'' if min(runs) == max(runs) else f' to {max(runs)}'}, "
+              f"each block's own number from its "
+              f"warm-up (at least {min(MIN_REPEATS, args.repeats)}, at most --repeats {args.repeats}).")
+
+def print_decoder_table(results, sizes):
+    (name, (label, versus, _)), = DECODER.items()
+    print(f"\n### Bahdanau's decoder: T steps, one query each\n")
+    print(f"{label}: forward + backward of the T steps over T annotations (teacher forcing, the states "
+          f"given), one after another, as the decoder must run them; ms, min / median / max. For scale, "
+          f"the unmasked SDPA of the first table, all T queries at once.\n")
+    print("| T | decoder ms | per step, ms (median) | SDPA, unmasked, ms (median) | ratio | memory, MiB |\n"
+          "|---:|---:|---:|---:|---:|---:|")
+    for T in sizes:
+        value, ref = results.get((name, T)), results.get((versus, T))
+        if value is None:
+            print(row([str(T)] + ["-"] * 5))
+            continue
+        ratio = f"{value[0].median / ref[0].median:.0f}x" if ref else "-"
+        print(row([str(T), spread(value[0]), f"{value[0].median * 1e3 / T:.3g}",
+                   ms(ref[0].median) if ref else "-", ratio, mib(value[1])]))
 
 def print_targets(results, sizes, step_rows):
     print("\n### Targets\n")
+    print("Ratio of the medians, and in brackets the ratio of the minima (the runs least disturbed).\n")
     print("| target | measured | met |\n|---|---|---|")
-    targets = []   # (target, {T: ratio}, the highest ratio that meets it)
+    targets = []   # (target, {T: (ratio of medians, ratio of minima)}, the highest ratio that meets it)
     for name, base, limit, what in (("cope", "cope-none", 1.5, "CoPE <= 1.5x cope.py pos=none"),
                                     ("mta", "mta-none", 2.0, "MTA <= 2x mta.py mta=False")):
-        ratios = {T: results[name, T][0] / results[base, T][0] for T in sizes
-                  if results.get((name, T)) and results.get((base, T))}
+        ratios = {T: (results[name, T][0].median / results[base, T][0].median,
+                      results[name, T][0].min / results[base, T][0].min)
+                  for T in sizes if results.get((name, T)) and results.get((base, T))}
         targets.append((f"{what}, time", ratios, limit))
-    ratios = {T: ours / theirs for _, T, ours, theirs, _, _ in step_rows}
+    ratios = {T: (ours.median / theirs.median, ours.min / theirs.min) for _, T, ours, theirs, _, _ in step_rows}
     targets.append(("transformer.py training step <= 1.0x torch.nn.Transformer", ratios, 1.0))
     for what, ratios, limit in targets:
-        met = ("yes" if max(ratios.values()) <= limit else "no") if ratios else "-"
-        print(row([what, ", ".join(f"{r:.2f}x at T={T}" for T, r in ratios.items()), met]))
+        met = ("yes" if max(r for r, _ in ratios.values()) <= limit else "no") if ratios else "-"
+        print(row([what, ", ".join(f"{r:.2f}x ({m:.2f}x) at T={T}" for T, (r, m) in ratios.items()), met]))
 
 def print_step_table(step_rows):
     print("\n### transformer.py against torch.nn.Transformer: one training step\n")
     print("d_model 64, 2 + 2 layers, 4 heads, d_ff 256, dropout 0, vocabulary 149, padded random sentences of "
           "4..T tokens; forward, label-smoothed loss, backward, Adam. torch's attention projections have "
-          "biases (the paper's have none), hence its extra parameters.\n")
-    print("| batch | T | transformer.py ms | nn.Transformer ms | ratio | parameters (ours / torch's) |\n"
+          "biases (the paper's have none), hence its extra parameters. ms, min / median / max.\n")
+    print("| batch | T | transformer.py ms | nn.Transformer ms | ratio of medians | parameters (ours / torch's) |\n"
           "|---:|---:|---:|---:|---:|---|")
     for batch, T, ours, theirs, n_ours, n_theirs in step_rows:
-        print(f"| {batch} | {T} | {ms(ours)} | {ms(theirs)} | {ours / theirs:.2f}x | {n_ours:,} / {n_theirs:,} |")
+        print(row([str(batch), str(T), spread(ours), spread(theirs), f"{ours.median / theirs.median:.2f}x",
+                   f"{n_ours:,} / {n_theirs:,}"]))
 
 def print_scaling_table(results, scaling):
     print("\n### How cost grows with T\n")
     print("Least-squares slope of log(cost) against log(T) (2 = quadratic): over all the sizes shown, and "
-          "over the largest three, where fixed costs per call no longer hide the growth.\n")
+          "over the largest three, where fixed costs per call no longer hide the growth. Time: the median.\n")
     print(row(["block", "cost"] + [f"T={T}" for T in scaling] + ["exponent", "largest 3"])
           + "\n|---|---|" + "---:|" * (len(scaling) + 2))
     for name in SCALING:
-        for index, what, fmt in ((0, "time, ms", ms), (1, "memory, MiB", mib)):
-            points = [(T, results[name, T][index]) for T in scaling if results.get((name, T))]
+        for what, value, fmt in (("time, ms", lambda v: v[0].median, ms), ("memory, MiB", lambda v: v[1], mib)):
+            points = [(T, value(results[name, T])) for T in scaling if results.get((name, T))]
             exponents = [f"{slope(*zip(*p)):.2f}" if len(p) >= 2 else "-" for p in (points, points[-3:])]
-            cells = [cell(results, name, T, index, fmt, name) for T in scaling]
+            cells = [fmt(value(results[name, T])) if results.get((name, T)) else "-" for T in scaling]
             print(row([BLOCKS[name][0], what] + cells + exponents))
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -385,15 +460,18 @@ def main(argv=None):
     results, notes = {}, set()
     for T in scaling:
         measure_size(T, [name for name in BLOCKS if T in sizes or name in SCALING], args, results, notes)
+    for T in sizes:
+        measure_size(T, list(DECODER), args, results, notes)
     step_rows = [(batch, T, *transformer_step(batch, T, args)) for batch, T in steps]
 
     print_attention_tables(results, sizes, args)
+    print_decoder_table(results, sizes)
     print_targets(results, sizes, step_rows)
     print_step_table(step_rows)
     print_scaling_table(results, scaling)
     for note in sorted(notes):
         print(f"\n- {note}")
-    print(f"\n`python bench.py{' --quick' if args.quick else ''}` took {time.perf_counter() - started:.0f} s.")
+    print(f"\n`{shlex.join(['python', 'bench.py', *argv])}` took {time.perf_counter() - started:.0f} s.")
 
 
 if __name__ == "__main__":
