@@ -77,18 +77,47 @@ def wide(x):
 
 
 class SuffixSum(torch.autograd.Function):
-    """s_j = sum_{k>=j} x_k along the last axis, as the row total minus the sum before j. Its gradient
-    is the prefix sum of the incoming one (a suffix sum's transpose), written out: autograd's
-    derivative of the same expression takes a flip, a cumsum, a flip, a negation and two additions
-    over [T, T] where one cumsum does."""
+    """s_j = sum_{k>=j} x_k along the last axis, as the row total minus the sum before j, clamped in
+    place to [0, top] when a top is given. Its gradient is the prefix sum of the incoming one (a suffix
+    sum's transpose), written out: autograd's derivative of the same expression takes a flip, a cumsum,
+    a flip, a negation and two additions over [T, T] where one cumsum does. The clamp passes the
+    gradient through: at the top the interpolation's slope s[top] = 0 stops it anyway (the same
+    gradient as clamp's), and below 0 it only cuts rounding noise off a sum of gates >= 0, where the
+    paper's p has this gradient (clamp's would be 0); the three [T, T] masks of clamp's backward go."""
 
     @staticmethod
-    def forward(ctx, x):
-        return x.cumsum(-1).neg_().add_(x.sum(-1, keepdim=True)).add_(x)  # in place: one [T, T] tensor
+    def forward(ctx, x, top=None):
+        s = x.cumsum(-1).neg_().add_(x.sum(-1, keepdim=True)).add_(x)  # in place: one [T, T] tensor
+        return s if top is None else s.clamp_(0, top)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.cumsum(-1)
+        return grad.cumsum(-1), None
+
+
+class Interpolate(torch.autograd.Function):
+    """(positions, slope s [.., T, npos], offset o [.., T, npos]) -> p s[f] + o[f], f = floor p, with
+    the backward written out: the gradients of the two tables are sums over the keys j that read row
+    n of them, sum_j [f_ij = n] g_ij p_ij and sum_j [f_ij = n] g_ij. One scatter_add adds both, as the
+    real and imaginary parts of complex numbers: autograd's two gathers scatter twice, and a scatter
+    along a row whose f falls step by step is slow (each add waits for the last at the same place)."""
+
+    @staticmethod
+    def forward(ctx, positions, slope, offset):
+        floor = positions.long()                              # p >= 0, so truncation is the floor
+        floor = floor.expand(*slope.shape[:-1], floor.shape[-1])  # rel passes one [T, T] for all; a view
+        slope_f = slope.gather(-1, floor)
+        ctx.save_for_backward(positions, floor, slope_f)
+        ctx.npos = slope.shape[-1]
+        return torch.addcmul(offset.gather(-1, floor), positions, slope_f)
+
+    @staticmethod
+    def backward(ctx, grad):
+        positions, floor, slope_f = ctx.saved_tensors
+        both = torch.complex(grad * positions, grad)
+        tables = both.new_zeros(*floor.shape[:-1], ctx.npos).scatter_add_(-1, floor, both)
+        grad_positions = (grad * slope_f).sum_to_size(positions.shape) if ctx.needs_input_grad[0] else None
+        return grad_positions, tables.real, tables.imag
 
 
 class CoPE(nn.Module):
@@ -109,7 +138,7 @@ class CoPE(nn.Module):
         """p_ij = sum_{k=j..i} g_ik: a sum from the right along the keys (masked gates are 0, so
         summing to the end of the row is summing to i), clamped to p_max. float32, because a bf16
         sum of hundreds of gates loses their integer part."""
-        return SuffixSum.apply(wide(gates)).clamp(0, self.npos_max - 1)  # min 0: rounding noise
+        return SuffixSum.apply(wide(gates), self.npos_max - 1)  # min 0 too: rounding noise
 
     def interpolate(self, query, positions):
         """q_i . e[p_ij] for fractional p (section 3), in the cheapest order: the logits l[n] = q_i . e[n]
@@ -123,9 +152,7 @@ class CoPE(nn.Module):
         logits_int = wide(torch.matmul(query, self.pos_emb[..., :npos].to(query.dtype)))  # [.., T, npos]
         slope = F.pad(logits_int.diff(dim=-1), (0, 1))   # s[top] = 0: p clamped at the top reads l[top]
         offset = logits_int - torch.arange(npos, device=query.device) * slope  # l[n] - n s[n]
-        floor = positions.detach().long()                # p >= 0, so truncation is the floor
-        floor = floor.expand(*logits_int.shape[:-1], T)  # rel passes one [T, T] for all; a view
-        return (positions * slope.gather(-1, floor)).add_(offset.gather(-1, floor))
+        return Interpolate.apply(positions, slope, offset)
 
     def forward(self, query, attn_logits):
         """query [.., T, head_dim], masked attention logits [.., T, T] -> position logits [.., T, T]."""
@@ -169,9 +196,12 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if self.pos == "rope":
             q, k = rope_rotate(q, self.rope_base), rope_rotate(k, self.rope_base)
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         logits = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)   # q.k / sqrt(d), scaling T d, not T^2
-        logits = logits.masked_fill_(~causal, float("-inf"))             # [B, H, T, T], in place
+        # the causal mask: -inf added to the future logits, 0 to the rest. Exactly masked_fill's
+        # values, but its backward passes the gradient as it is (0 at masked logits: their softmax
+        # weights and gates are 0) where masked_fill's would take another pass over [B, H, T, T]
+        future = torch.full((T, T), float("-inf"), dtype=logits.dtype, device=x.device).triu(1)
+        logits = logits.add_(future)                                     # [B, H, T, T], in place
         if self.pos == "cope":
             gates = self.cope.gates(logits)
             # added in place to the (float32) position logits; sigmoid kept its output, not its input

@@ -179,6 +179,32 @@ def test_written_out_gradients_match_autograd_of_the_plain_formulas():
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_clamped_suffix_sum_passes_the_gradient_through_the_clamp():
+    """positions() clamps in place inside SuffixSum: the values are clamp's, the gradient is the
+    unclamped sum's (at the top the slope s[top] = 0 stops it; below 0 there is only rounding noise)."""
+    x = torch.rand(2, 3, 9, dtype=torch.float64, requires_grad=True)
+    top, weight = 2.5, torch.randn(2, 3, 9, dtype=torch.float64)
+    got = SuffixSum.apply(x, top)
+    assert torch.allclose(got, x.flip(-1).cumsum(-1).flip(-1).clamp(0, top), atol=1e-12)
+    assert (got == top).sum() > 0 and (got < top).sum() > 0           # both sides of the clamp
+    assert torch.allclose(torch.autograd.grad((got * weight).sum(), x)[0], weight.cumsum(-1), atol=1e-12)
+
+
+@pytest.mark.parametrize("pos", ["cope", "rel"])
+def test_written_out_backwards_give_the_gradients_of_the_reference_forward(pos):
+    """SuffixSum's and Interpolate's backward, the additive causal mask: every weight's gradient in
+    float64 equals autograd's through the plain formulas of reference_forward, clamped positions included."""
+    torch.manual_seed(4)
+    config = CoPEConfig(vocab_size=20, block_size=12, d_model=16, n_head=2, npos_max=6, pos=pos)
+    model = big_weights(CoPETransformer(config)).double()
+    idx, weight = torch.randint(3, 20, (2, 12)), torch.randn(2, 12, 20, dtype=torch.float64)
+    params = list(model.parameters())
+    got = torch.autograd.grad((model(idx) * weight).sum(), params)
+    expected = torch.autograd.grad((reference_forward(model, idx) * weight).sum(), params)
+    for (name, _), a, b in zip(model.named_parameters(), got, expected):
+        assert torch.allclose(a, b, atol=1e-9), name
+
+
 class LargestTensor(TorchFunctionMode):
     """Records the most elements of any tensor a torch function returns."""
 
