@@ -101,7 +101,7 @@ class AdditiveAttention(nn.Module):
         keys = self.U_a(annotations) if keys is None else keys
         e = self.v_a(torch.tanh(self.W_a(s_prev).unsqueeze(1) + keys)).squeeze(-1)  # [B, T]
         e = e.to(torch.promote_types(e.dtype, torch.float32))  # a float32 softmax under bf16
-        weights = F.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)  # exactly 0 on padding
+        weights = F.softmax(torch.where(mask, e, float("-inf")), dim=-1)  # exactly 0 on padding
         context = torch.bmm(weights.unsqueeze(1).to(annotations.dtype), annotations).squeeze(1)
         return context, weights
 
@@ -120,11 +120,11 @@ class GatedUnit(nn.Module):
 
     def forward(self, y_part, c, s_prev):
         """y_part = from_y(E y_{i-1}) [B, 3n], c [B, 2n], s_prev [B, n] -> s_i [B, n]"""
-        in_z, in_r, in_s = (y_part + self.from_c(c)).chunk(3, dim=-1)
-        u_z, u_r = self.U_zr(s_prev).chunk(2, dim=-1)
-        z, r = torch.sigmoid(in_z + u_z), torch.sigmoid(in_r + u_r)
-        s_tilde = torch.tanh(in_s + self.U(r * s_prev))
-        return (1 - z) * s_prev + z * s_tilde
+        n = s_prev.size(-1)
+        inputs = y_part + self.from_c(c)  # [W_z; W_r; W] E y_{i-1} + [C_z; C_r; C] c_i (+ biases)
+        z, r = torch.sigmoid(inputs[:, :2 * n] + self.U_zr(s_prev)).chunk(2, dim=-1)  # both gates at once
+        s_tilde = torch.tanh(inputs[:, 2 * n:] + self.U(r * s_prev))
+        return torch.lerp(s_prev, s_tilde, z)  # (1 - z_i) s_{i-1} + z_i s~_i, in one kernel
 
 
 class EncoderDecoder(nn.Module):
