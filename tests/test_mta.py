@@ -139,6 +139,20 @@ def test_key_query_conv_by_hand_looks_back_over_queries_and_centres_the_keys():
     assert torch.equal(mta.key_query_conv(logits, kernel, 2, 3)[0, 0], expected)
 
 
+@pytest.mark.parametrize("conv", [mta.key_query_conv, mta.key_query_conv_channels_last])
+@pytest.mark.parametrize("c_q,c_k", [(2, 9), (3, 4), (1, 1)])
+def test_key_query_conv_gradients_equal_autograds_through_the_formula(conv, c_q, c_k):
+    """On a CPU key_query_conv runs KeyQueryConv (its backward written out); on CUDA the channels_last
+    path with autograd's backward. Both give the naive formula's float64 gradients, even c_k included."""
+    logits = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(3, c_q, c_k, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    got = torch.autograd.grad((conv(logits, kernel, c_q, c_k) * weight).sum(), (logits, kernel))
+    expected = torch.autograd.grad((naive_key_query_conv(logits, kernel, c_q, c_k) * weight).sum(), (logits, kernel))
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
 def test_head_mix_mixes_only_within_a_group():
     maps, weights = torch.randn(2, 4, 5, 5), torch.randn(2, 2, 2)  # 4 heads, groups {0, 1} and {2, 3}
     mixed = mta.head_mix(maps, weights, c_h=2)
@@ -163,6 +177,21 @@ def test_layer_equals_the_reference_with_random_mta_parameters(kq_conv, head_mix
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     expected = ref_attention(layer, x, kq_conv, head_mix, head_norm, layer_index)
     assert torch.allclose(layer(x), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("kq_conv,head_mix", [("pre", "pre"), ("post", "post"), ("", "pre")])
+def test_layer_gradients_equal_autograds_through_the_reference(kq_conv, head_mix):
+    """The masks as the layer applies them (an added -inf, tril) and KeyQueryConv's written-out backward:
+    every weight's float64 gradient equals autograd's through ref_attention."""
+    torch.manual_seed(1)
+    layer = mta.MultiTokenAttention(small_config(kq_conv=kq_conv, head_mix=head_mix)).double()
+    randomise(layer)
+    x, weight = torch.randn(2, 9, 16, dtype=torch.float64), torch.randn(2, 9, 16, dtype=torch.float64)
+    params = list(layer.parameters())
+    got = torch.autograd.grad((layer(x) * weight).sum(), params)
+    expected = torch.autograd.grad((ref_attention(layer, x, kq_conv, head_mix, "", 0) * weight).sum(), params)
+    for (name, _), a, b in zip(layer.named_parameters(), got, expected):
+        assert torch.allclose(a, b, atol=1e-9), name
 
 
 @pytest.mark.parametrize("layer_index", [0, 1, 2, 3])
