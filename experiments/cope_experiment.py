@@ -6,7 +6,6 @@ claim: CoPE's positions count what its gates open on, so they carry over to leng
 positions never saw. The run shows the gates of every head; --compare trains CoPE, absolute PE and
 RoPE at equal size and steps over 3 seeds and prints their errors beside the paper's Table 3.
 """
-import json
 import time
 
 import numpy as np
@@ -15,182 +14,13 @@ import torch.nn.functional as F
 
 import cope                       # the model: the root file cope.py
 import train                      # the shared loop, result line and command line
-from experiments import pictures  # terminal and PNG pictures
+from experiments import cope_tasks  # the tasks: counting, flip-flop, selective copy, drawn on the device
+from experiments import pictures    # terminal and PNG pictures
 
 SUMMARY = "Golovneva et al. 2024: contextual position encoding (CoPE) on counting programs"
 
 
-# ---- the tasks (section 4) ----
-# A sample is (token ids, is_target): is_target marks what the model must predict (the answer of a
-# program, the bit after each read, the copied tokens); the loss and the errors count those alone.
-
-# <pad> is id 0, pad_batch's pad; <bos> and <eos> are never used here, but they hold ids 1 and 2 so that
-# every token id (and so every seeded run, and README's numbers) stays as it was
-SPECIALS = ["<pad>", "<bos>", "<eos>"]
-
-
-def collate_targets(samples):
-    """[(ids, is_target)] -> inputs [B, T-1], targets [B, T-1] (next token where it is a target,
-    -100 elsewhere); right-padded, which a causal model never sees from earlier positions."""
-    ids = train.pad_batch([s for s, _ in samples])
-    targets = train.pad_batch([[t if m else -100 for t, m in zip(s, mask)] for s, mask in samples], pad=-100)
-    return ids[:, :-1], targets[:, 1:]
-
-
-class Vocabulary:
-    """A task's tokens: token id = index in the class's `vocab` (SPECIALS first). Each task sets
-    max_tokens, a bound on the length of its samples."""
-
-    def __init__(self):
-        self.id, self.vocab_size = {word: i for i, word in enumerate(self.vocab)}, len(self.vocab)
-
-    def words(self, ids):
-        return [self.vocab[i] for i in ids]
-
-
-class CountingTask(Vocabulary):
-    """Counting (section 4.3), as the official generator: over `n_vars` variables, `min_statements`..
-    `max_statements` statements `x = 0 ;`, `x ++;` (only of a set variable, never past 10) or `pass;`,
-    drawn with weights 1 / 7 / 50, then `print x` about a set variable; the answer is x's value."""
-
-    vocab = SPECIALS + list("abcdefghijklmnopqrstuvwxyz") + ["=", ";", "++;", "pass;", "print"] + \
-        [str(v) for v in range(11)]
-    weights = {"set": 1, "pass": 50, "increment": 7}   # official generator: SET 1, DUMMY 50, INCREMENT 7
-    _ops, _p = list(weights), np.array(list(weights.values())) / sum(weights.values())
-    max_value = 10
-
-    def __init__(self, n_vars=3, min_statements=3, max_statements=32):
-        if not (1 <= n_vars <= 26 and 1 <= min_statements <= max_statements):
-            raise ValueError(f"need 1 <= n_vars {n_vars} <= 26, 1 <= statements {min_statements}..{max_statements}")
-        super().__init__()
-        self.n_vars, self.min_statements, self.max_statements = n_vars, min_statements, max_statements
-        self.max_tokens = 4 * max_statements + 3   # 4 tokens for the longest statement, 3 for the question
-
-    def _statement(self, rng, values):
-        while True:  # the official generator redraws a statement it cannot make
-            op = self._ops[rng.choice(len(self._ops), p=self._p)]
-            if op == "pass":
-                return "pass;"
-            if op == "set":
-                var = "abcdefghijklmnopqrstuvwxyz"[rng.integers(self.n_vars)]
-                values[var] = 0
-                return f"{var} = 0 ;"
-            if values:
-                var = sorted(values)[rng.integers(len(values))]
-                if values[var] < self.max_value:
-                    values[var] += 1
-                    return f"{var} ++;"
-
-    def example(self, rng):
-        """One program in the official generator's format: {"context", "question", "answer"}."""
-        while True:  # a program that sets nothing has no question: redraw it
-            values = {}
-            n = int(rng.integers(self.min_statements, self.max_statements + 1))
-            context = " ".join(self._statement(rng, values) for _ in range(n))
-            if values:
-                var = sorted(values)[rng.integers(len(values))]
-                return {"context": context, "question": f"print {var}", "answer": str(values[var])}
-
-    def encode(self, example):
-        """Whitespace tokens of context, question and answer; only the answer is a target."""
-        words = " ".join([example["context"], example["question"], example["answer"]]).lower().split()
-        unknown = sorted({w for w in words if w not in self.id})
-        if unknown:
-            raise ValueError(f"unknown tokens {unknown[:5]}")
-        return [self.id[w] for w in words], [False] * (len(words) - 1) + [True]
-
-    def sample(self, rng):
-        return self.encode(self.example(rng))
-
-
-def run_program(context, variable):
-    """A reference interpreter of a counting program, on the whitespace tokens the model reads: the
-    value `print variable` shows. ValueError on a statement other than `x = N ;`, `x ++;`, `pass;`
-    (x a letter), and on a variable used before it is set."""
-    values, words, n = {}, context.split(), 0
-    while n < len(words):
-        var, rest, letter = words[n], words[n + 1:n + 4], len(words[n]) == 1 and words[n].isalpha()
-        if var == "pass;":
-            n += 1
-        elif letter and rest[:1] == ["++;"] and var in values:
-            values[var], n = values[var] + 1, n + 2
-        elif letter and len(rest) == 3 and rest[0] == "=" and rest[1].isdigit() and rest[2] == ";":
-            values[var], n = int(rest[1]), n + 4
-        else:
-            raise ValueError(f"{' '.join(words[n:n + 4])!r} is not `x = 0 ;`, `x ++;` of a set x, or `pass;`")
-    if variable not in values:
-        raise ValueError(f"`print {variable}` of a variable the program never sets")
-    return values[variable]
-
-
-MAX_STATEMENTS = 1024    # a program's statements, flags and files (paper: up to 512): bounds its length
-MAX_LINE = 1 << 16       # characters of a --data line (1024 statements take under 8,000)
-
-
-def check_example(example):
-    """One line of a --data file, returned if its answer is what run_program prints; ValueError if not."""
-    if not isinstance(example, dict) or not all(isinstance(example.get(k), str) and example[k].strip()
-                                                for k in ("context", "question", "answer")):
-        raise ValueError("need non-empty string fields context, question, answer")
-    context, question = example["context"].lower(), example["question"].lower().split()
-    if context.count(";") > MAX_STATEMENTS:   # every statement ends in ;
-        raise ValueError(f"a program of {context.count(';')} statements (at most {MAX_STATEMENTS})")
-    if len(question) != 2 or question[0] != "print":
-        raise ValueError(f"question {example['question']!r} is not `print x`")
-    value = run_program(context, question[1])
-    if example["answer"].strip() != str(value):
-        raise ValueError(f"answer {example['answer']!r}, but the program prints {value}")
-    return example
-
-
-class FlipFlop(Vocabulary):
-    """Flip-flop (section 4.1, Liu et al. 2023): `w b` writes bit b, `r b` reads the last bit written,
-    `i b` is ignored (`p_ignore` of the `length` instructions); the first is a write, the last a read.
-    Tested with fewer ignores (dense) and more (sparse: the last write lies far back)."""
-
-    vocab = SPECIALS + ["w", "r", "i", "0", "1"]
-
-    def __init__(self, length=32, p_ignore=0.8):
-        if length < 2 or not 0 <= p_ignore < 1:
-            raise ValueError(f"need length >= 2 and 0 <= p_ignore < 1, got {length} and {p_ignore}")
-        super().__init__()
-        self.length, self.p_ignore, self.max_tokens = length, p_ignore, 2 * length
-
-    def sample(self, rng):
-        p_rw = (1 - self.p_ignore) / 2
-        middle = rng.choice(["i", "w", "r"], size=self.length - 2, p=[self.p_ignore, p_rw, p_rw])
-        ids, is_target, memory = [], [], None
-        for instruction in ["w", *middle, "r"]:
-            bit = memory if instruction == "r" else str(rng.integers(2))
-            if instruction == "w":
-                memory = bit
-            ids += [self.id[instruction], self.id[bit]]
-            is_target += [False, instruction == "r"]
-        return ids, is_target
-
-
-class SelectiveCopy(Vocabulary):
-    """Selective copy (section 4.2, Gu and Dao 2023): `n_tokens` symbols scattered among `n_blanks`
-    blanks `.`, then `|` and the symbols in order; tested with fewer and more blanks."""
-
-    vocab = SPECIALS + [".", "|"] + list("ABCDEFGH")
-
-    def __init__(self, n_tokens=8, n_blanks=16):
-        if n_tokens < 1 or n_blanks < 0:
-            raise ValueError(f"need n_tokens >= 1 and n_blanks >= 0, got {n_tokens} and {n_blanks}")
-        super().__init__()
-        self.n_tokens, self.n_blanks = n_tokens, n_blanks
-        self.symbols, self.max_tokens = [self.id[c] for c in "ABCDEFGH"], 2 * n_tokens + n_blanks + 1
-
-    def sample(self, rng):
-        tokens = [int(t) for t in rng.choice(self.symbols, size=self.n_tokens)]
-        slots = np.sort(rng.choice(self.n_tokens + self.n_blanks, size=self.n_tokens, replace=False))
-        grid = [self.id["."]] * (self.n_tokens + self.n_blanks)
-        for slot, token in zip(slots, tokens):
-            grid[slot] = token
-        ids = grid + [self.id["|"]] + tokens
-        return ids, [False] * (len(grid) + 1) + [True] * self.n_tokens
-
+# ---- the tasks (section 4: experiments/cope_tasks.py) and the held-out sets ----
 
 def task_sets(args):
     """The training task of --task and its held-out tasks {name: task}: "" in distribution, then
@@ -199,66 +29,61 @@ def task_sets(args):
         if args.task == "counting":
             if args.ood_statements <= args.max_statements:
                 raise train.UsageError(f"need --max-statements {args.max_statements} < --ood-statements")
-            train_task = CountingTask(args.vars, 3, args.max_statements)
-            return train_task, {"": train_task, "ood": CountingTask(
+            train_task = cope_tasks.CountingTask(args.vars, 3, args.max_statements)
+            return train_task, {"": train_task, "ood": cope_tasks.CountingTask(
                 args.vars, args.max_statements + 1, args.ood_statements)}
         if args.task == "flipflop":
-            make = lambda p: FlipFlop(args.length, p)
+            make = lambda p: cope_tasks.FlipFlop(args.length, p)
             return make(args.p_ignore), {"": make(args.p_ignore), "dense": make(0.1), "sparse": make(0.98)}
-        make = lambda blanks: SelectiveCopy(args.tokens, blanks)
+        make = lambda blanks: cope_tasks.SelectiveCopy(args.tokens, blanks)
         return make(args.blanks), {"": make(args.blanks), "dense": make(args.blanks // 2),
                                    "sparse": make(args.blanks * 2)}
     except ValueError as error:
         raise train.UsageError(error)
 
 
-def file_samples(task, path):
-    """--data / --eval-data: the programs of a file of the official generator (one JSON object a
-    line), checked and encoded; UsageError names the line (bytes that are not UTF-8: unknown tokens)."""
-    samples = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for number, line in enumerate(iter(lambda: f.readline(MAX_LINE + 1), ""), 1):
-                try:
-                    if len(line) > MAX_LINE or not line.strip():
-                        raise ValueError(f"a line of over {MAX_LINE} characters" if line.strip() else "empty line")
-                    samples.append(task.encode(check_example(json.loads(line))))   # JSONDecodeError: a ValueError
-                except (ValueError, RecursionError) as error:   # RecursionError: JSON nested too deep
-                    raise train.UsageError(f"{path}:{number}: {error}")
-    except OSError as error:
-        raise train.UsageError(f"cannot read {path}: {error.strerror}")
-    if not samples:
-        raise train.UsageError(f"{path}: no programs")
-    return samples
+def held_out(ids, is_target, device):
+    """A held-out set (ids, is_target) [n, W] -> its batches (inputs, targets) on the device, made once:
+    sorted by length and each cut to its longest, so that an evaluation pays for no padding, with
+    [B, T, T] attention bounded."""
+    lengths = (ids != 0).sum(1)
+    order = lengths.argsort(stable=True)
+    ids, is_target, lengths = ids[order], is_target[order], lengths[order].tolist()
+    batches, start = [], 0
+    while start < len(lengths):
+        size = max(1, min(250, 2 ** 24 // lengths[min(start + 249, len(lengths) - 1)] ** 2))
+        end = min(start + size, len(lengths))
+        width = lengths[end - 1]
+        inputs, targets = cope_tasks.to_batch(ids[start:end, :width], is_target[start:end, :width])
+        batches.append((inputs.to(device), targets.to(device)))
+        start = end
+    return batches
+
+
+def errors(model, batches):
+    """Fraction of target tokens predicted wrong, and of sequences with any target wrong."""
+    counts = []
+    for inputs, targets in batches:
+        mask = targets != -100
+        wrong = (model(inputs).argmax(-1) != targets) & mask
+        counts.append(torch.stack([wrong.sum(), mask.sum(), wrong.any(-1).sum()]))
+    wrong_tokens, targets_seen, wrong_sequences = torch.stack(counts).sum(0).tolist()   # one read of the device
+    return wrong_tokens / targets_seen, wrong_sequences / sum(len(inputs) for inputs, _ in batches)
 
 
 # ---- training one model ----
 
-def errors(model, samples, device):
-    """Fraction of target tokens predicted wrong, and of sequences with any target wrong."""
-    wrong_tokens = targets_seen = wrong_sequences = 0
-    batch_size = max(1, min(250, 2 ** 24 // max(len(s) for s, _ in samples) ** 2))   # [B, T, T] bounded
-    for start in range(0, len(samples), batch_size):
-        inputs, targets = (t.to(device) for t in collate_targets(samples[start:start + batch_size]))
-        mask = targets != -100
-        wrong = (model(inputs).argmax(-1) != targets) & mask
-        wrong_tokens += wrong.sum().item()
-        targets_seen += mask.sum().item()
-        wrong_sequences += wrong.any(-1).sum().item()
-    return wrong_tokens / targets_seen, wrong_sequences / len(samples)
-
-
-def train_one(args, config, seed, steps, train_task, test_sets, train_samples, label):
+def train_one(args, config, seed, steps, train_task, test_sets, train_data, label):
     """Train one model (config.pos, one seed) and return (run, metrics, model)."""
-    rng = train.seed_everything(seed)
+    rng = train.seed_everything(seed)   # the training batches: a torch stream on the device, seeded from rng
+    generator = torch.Generator(args.device).manual_seed(int(rng.integers(2 ** 63)))
     model = cope.CoPETransformer(config).to(args.device)
 
-    def next_batch():  # fresh samples every step, or a draw from the --data file
-        if train_samples:
-            chosen = [train_samples[i] for i in rng.integers(len(train_samples), size=args.batch_size)]
-        else:
-            chosen = [train_task.sample(rng) for _ in range(args.batch_size)]
-        return [t.to(args.device) for t in collate_targets(chosen)]
+    def next_batch():  # fresh samples every step, or rows of the --data file
+        if train_data is None:
+            return cope_tasks.to_batch(*train_task.draw(args.batch_size, generator, args.device))
+        rows = torch.randint(len(train_data[0]), (args.batch_size,), generator=generator, device=args.device)
+        return cope_tasks.to_batch(train_data[0][rows], train_data[1][rows])
 
     def loss_fn(model, batch):  # on the targets only (the answer), as in the paper
         inputs, targets = batch
@@ -266,14 +91,15 @@ def train_one(args, config, seed, steps, train_task, test_sets, train_samples, l
 
     def evaluate(model):
         metrics = {}
-        for name, samples in test_sets.items():
-            token_error, sequence_error = errors(model, samples, args.device)
+        for name, batches in test_sets.items():
+            token_error, sequence_error = errors(model, batches)
             metrics["error" + (f"_{name}" if name else "")] = token_error
             if args.task == "selective-copy":
                 metrics["seq_error" + (f"_{name}" if name else "")] = sequence_error
         return metrics
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0,
+                                  fused=args.device.startswith("cuda") or None)   # one kernel a step on a GPU
     lr_at = lambda step: train.warmup_cosine(step, args.lr, max(1, steps // 20), steps)
     no_early_stop = args.compare or args.target < 0   # --compare: equal steps for every variant
     cpu_start = time.process_time()   # CPU time of this process: less skewed by a busy machine
@@ -352,9 +178,9 @@ def add_flags(p):
     p.add_argument("--target", type=train.float_in(-1, 1), default=0.01,
                    help="in-distribution error that counts as solved (negative: never stop early)")
     p.add_argument("--vars", type=train.int_in(1, 26), default=3, help="counting: variables (paper: 1, 3, 5)")
-    p.add_argument("--max-statements", type=train.int_in(3, MAX_STATEMENTS - 1), default=32,
+    p.add_argument("--max-statements", type=train.int_in(3, cope_tasks.MAX_STATEMENTS - 1), default=32,
                    help="counting: training programs have 3..this many statements (paper: 512)")
-    p.add_argument("--ood-statements", type=train.int_in(4, MAX_STATEMENTS), default=64,
+    p.add_argument("--ood-statements", type=train.int_in(4, cope_tasks.MAX_STATEMENTS), default=64,
                    help="counting: the OOD test programs have max-statements+1..this many statements")
     p.add_argument("--data", metavar="FILE.jsonl",
                    help="counting: train on these programs (the official generator's JSON lines)")
@@ -375,14 +201,18 @@ def run(args):
     if (args.data or args.eval_data) and args.task != "counting":
         raise train.UsageError("--data and --eval-data hold counting programs: use them with --task counting")
     train_task, test_tasks = task_sets(args)
-    test_rng = np.random.default_rng(train.TEST_SEED)
-    test_sets = {name: [task.sample(test_rng) for _ in range(args.test_size)] for name, task in test_tasks.items()}
-    train_samples = file_samples(train_task, args.data) if args.data else None
+    test_generator = torch.Generator().manual_seed(train.TEST_SEED)   # on the CPU: the same sets on every device
+    drawn = {name: task.draw(args.test_size, test_generator) for name, task in test_tasks.items()}
+    train_data = cope_tasks.read_programs(train_task, args.data) if args.data else None
     if args.eval_data:
-        test_sets["file"] = file_samples(train_task, args.eval_data)
+        drawn["file"] = cope_tasks.read_programs(train_task, args.eval_data)
+    lengths = {name: (ids != 0).sum(1) for name, (ids, _) in drawn.items()}
+    block_size = max([train_task.max_tokens] + [int(n.max()) for n in lengths.values()]
+                     + ([train_data[0].shape[1]] if args.data else []))
+    test_sets = {name: held_out(ids, is_target, args.device) for name, (ids, is_target) in drawn.items()}
+    if args.data:
+        train_data = tuple(t.to(args.device) for t in train_data)
     variants = ["cope", "abs", "rope"] if args.compare else [args.pos]
-    block_size = max([train_task.max_tokens] + [len(ids) for s in [*test_sets.values(), train_samples or []]
-                                                  for ids, _ in s])
     try:  # every variant's model, checked before any training starts
         configs = {pos: cope.CoPEConfig(vocab_size=train_task.vocab_size, block_size=block_size, n_layer=args.layers,
                                         n_head=args.heads, d_model=args.d_model, d_ff=4 * args.d_model,
@@ -390,20 +220,22 @@ def run(args):
     except ValueError as error:
         raise train.UsageError(error)
     seeds = args.seeds or (3 if args.compare else 1)
-    print(f"task {args.task}: " + ", ".join(
-        f"{name or 'in distribution'} {len(s)} held-out sequences of {min(len(x) for x, _ in s)}-"
-        f"{max(len(x) for x, _ in s)} tokens" for name, s in test_sets.items()))
+    print(f"task {args.task}: " + ", ".join(f"{name or 'in distribution'} {len(n)} held-out sequences of "
+                                            f"{n.min()}-{n.max()} tokens" for name, n in lengths.items()))
+    shown = list(test_tasks)[-1]   # the pictures' set: longer programs, or the sparse strings
+    pictured = [(ids[:n], is_target[:n]) for ids, is_target, n in
+                zip(*(t.tolist() for t in drawn[shown]), lengths[shown].tolist())]
     results, curves = [], {}
     for pos in variants:
         runs = []
         for n in range(seeds):
             label = pos if seeds == 1 else f"{pos} seed {args.seed + n}"
             one_run, metrics, model = train_one(args, configs[pos], args.seed + n, steps, train_task, test_sets,
-                                                train_samples, label)
+                                                train_data, label)
             if n == 0:
                 print(f"{pos}: {metrics['parameters']:,} parameters, device {args.device}")
-                show_gates(args, train_task, model, test_sets[list(test_tasks)[-1]],
-                             "longer (OOD)" if args.task == "counting" else "sparse (OOD)")
+                show_gates(args, train_task, model, pictured,
+                           "longer (OOD)" if args.task == "counting" else "sparse (OOD)")
             runs.append((one_run, metrics))
             curves[label] = one_run["losses"]
         # one result line per variant: errors and times averaged over the seeds, the rest from the first

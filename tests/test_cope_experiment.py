@@ -1,208 +1,17 @@
-"""Tests for experiments/cope_experiment.py (`python train.py cope`): the generators' distributions
-against the authors' generators, the official data format and its checks, the training choices,
-the command line and its bad inputs."""
+"""Tests for experiments/cope_experiment.py (`python train.py cope`): the held-out sets and their errors,
+the training choices, the command line and its bad inputs (the tasks themselves: test_cope_tasks.py)."""
 import json
 import math
-import re
-from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 import train
 from conftest import HAS_MATPLOTLIB, check_result, result_lines
 from experiments import cope_experiment
-from experiments.cope_experiment import CountingTask, FlipFlop, SelectiveCopy, run_program
-
-
-def close(count, total, p, sigmas=5):
-    """count / total is p within `sigmas` standard deviations of a binomial sample."""
-    return abs(count / total - p) <= sigmas * math.sqrt(p * (1 - p) / total) + 1e-12
-
-
-def replay(context):
-    """A program's statements as (op, variable, values before it), parsed independently of the code."""
-    values, out = {}, []
-    for statement in context.split(";")[:-1]:   # `x = 0 ;`, `x ++;` and `pass;` all end in ;
-        words = statement.split()
-        if words == ["pass"]:
-            out.append(("pass", None, dict(values)))
-        elif len(words) == 2 and words[1] == "++":
-            out.append(("increment", words[0], dict(values)))
-            values[words[0]] += 1                   # KeyError: an increment of a variable never set
-        else:
-            assert len(words) == 3 and words[1:] == ["=", "0"], statement
-            out.append(("set", words[0], dict(values)))
-            values[words[0]] = 0
-    return out, values
-
-
-# ------------------------------------------------------------------ counting (section 4.3)
-
-def test_counting_programs_have_the_official_format_and_answer():
-    task = CountingTask(n_vars=3, min_statements=3, max_statements=40)
-    rng = np.random.default_rng(0)
-    allowed = {"pass;"} | {f"{v} = 0 ;" for v in "abc"} | {f"{v} ++;" for v in "abc"}
-    for _ in range(200):
-        example = task.example(rng)
-        statements = re.findall(r"[a-z] = 0 ;|[a-z] \+\+;|pass;", example["context"])
-        assert 3 <= len(statements) <= 40 and set(statements) <= allowed
-        assert example["context"] == " ".join(statements)   # nothing else, single spaces
-        variable = example["question"].split()[1]
-        assert example["question"] == f"print {variable}"
-        assert example["answer"] == str(replay(example["context"])[1][variable])
-        ids, is_target = task.encode(example)
-        assert task.words(ids)[-3:] == ["print", variable, example["answer"]]
-        assert is_target == [False] * (len(ids) - 1) + [True]      # the loss is on the answer only
-
-
-@pytest.fixture(scope="module")
-def long_programs():
-    """Programs of 100-200 statements over 3 variables: enough statements for frequencies."""
-    rng = np.random.default_rng(1)
-    return [CountingTask(3, 100, 200).example(rng) for _ in range(300)]
-
-
-def test_counting_statements_are_drawn_with_weights_set_1_increment_7_pass_50(long_programs):
-    """While an increment can be made (a variable set, none at the cap), a statement is set / increment
-    / pass with probability 1/58, 7/58, 50/58 (official OP_WEIGHTS); before any set, never an increment."""
-    free, before_any_set = Counter(), Counter()
-    for example in long_programs:
-        for op, _, values in replay(example["context"])[0]:
-            if not values:
-                before_any_set[op] += 1
-            elif max(values.values()) < 10:
-                free[op] += 1
-    total = sum(free.values())
-    assert total > 20000
-    for op, weight in {"set": 1, "increment": 7, "pass": 50}.items():
-        assert close(free[op], total, weight / 58), (op, free[op] / total)
-    assert before_any_set["increment"] == 0 and before_any_set["pass"] > 0
-
-
-def test_counting_variables_set_incremented_and_asked_are_uniform_among_the_allowed(long_programs):
-    sets, increments, asked, asked_last_set, all_set = Counter(), Counter(), Counter(), 0, 0
-    for example in long_programs:
-        statements, values = replay(example["context"])
-        for op, var, before in statements:
-            if op == "set":
-                sets[var] += 1
-            elif op == "increment" and len(before) == 3 and max(before.values()) < 10:
-                increments[var] += 1                # three set variables, none at the cap
-        var = example["question"].split()[1]
-        assert var in values                        # the question asks about a set variable
-        asked[var] += 1
-        if len(values) == 3:
-            all_set += 1
-            asked_last_set += var == [v for op, v, _ in statements if op == "set"][-1]
-    assert set(sets) == set(increments) == {"a", "b", "c"}   # only the first n_vars letters
-    for counts in (sets, increments, asked):
-        assert all(close(counts[v], sum(counts.values()), 1 / 3) for v in "abc"), counts
-    assert all_set > 50 and close(asked_last_set, all_set, 1 / 3)
-
-
-def test_counting_values_are_capped_at_10_and_reach_it():
-    rng = np.random.default_rng(2)
-    task = CountingTask(1, 100, 200)
-    highest = 0
-    for _ in range(150):
-        example = task.example(rng)
-        statements, values = replay(example["context"])
-        highest = max([highest] + [max(before.values(), default=0) for _, _, before in statements])
-        assert 0 <= int(example["answer"]) <= 10
-    assert highest == 10
-
-
-class ScriptedDraws:
-    """A generator whose operation draws follow a script and whose other draws are 0."""
-
-    def __init__(self, ops):
-        self.ops = list(ops)
-
-    def choice(self, n, p=None):
-        return CountingTask._ops.index(self.ops.pop(0))
-
-    def integers(self, *args, **kwargs):
-        return 0
-
-
-def test_an_increment_that_cannot_be_made_is_redrawn_not_replaced():
-    """Official generator: an increment with no variable set, or of a variable at 10, raises
-    GenerationFail and the statement (its operation included) is drawn again."""
-    task = CountingTask(n_vars=1)
-    assert task._statement(ScriptedDraws(["increment", "set"]), {}) == "a = 0 ;"
-    assert task._statement(ScriptedDraws(["increment", "increment", "set"]), {"a": 10}) == "a = 0 ;"
-    values = {"a": 9}
-    assert task._statement(ScriptedDraws(["increment"]), values) == "a ++;" and values == {"a": 10}
-
-
-def test_counting_lengths_are_uniform_before_programs_that_set_nothing_are_redrawn():
-    """Official generator: n ~ randint(3, max), and a sample without a set variable is drawn again
-    from the start, n included. So P(n) is proportional to P(something set in n) = 1 - (50/51)^n
-    (before a set, an increment is redrawn: a statement is a set with probability 1/51)."""
-    rng = np.random.default_rng(3)
-    task = CountingTask(1, 3, 40)
-    lengths = np.array([len(replay(task.example(rng)["context"])[0]) for _ in range(500)])
-    n = np.arange(3, 41)
-    p = (1 - (50 / 51) ** n) / (1 - (50 / 51) ** n).sum()
-    mean, std = (n * p).sum(), math.sqrt((n ** 2 * p).sum() - (n * p).sum() ** 2)
-    assert abs(lengths.mean() - mean) < 5 * std / math.sqrt(len(lengths))   # uniform: mean 21.5
-    assert lengths.min() >= 3 and lengths.max() == 40
-    short = CountingTask(1, 3, 4)
-    assert {len(replay(short.example(rng)["context"])[0]) for _ in range(100)} == {3, 4}
-
-
-def test_run_program_gives_what_print_shows_and_refuses_what_is_not_a_program():
-    assert run_program("a = 0 ; pass; pass; a ++; b = 0 ; pass; a ++;", "a") == 2   # the paper's example
-    assert run_program("a = 0 ; a ++; a = 0 ; a ++;", "a") == 1                      # a set resets to 0
-    assert run_program("b = 0 ; a = 0 ; b ++; b ++; a ++;", "b") == 2
-    for context, variable in [("a ++; a = 0 ;", "a"), ("a = 0 ;", "b"), ("a = 0 ; a -- ;", "a"),
-                              ("a = 0", "a"), ("ab = 0 ;", "ab"), ("a = 0 ; print a", "a")]:
-        with pytest.raises(ValueError):
-            run_program(context, variable)
-
-
-# ------------------------------------------------------------------ flip-flop and selective copy
-
-@pytest.mark.parametrize("p_ignore", [0.8, 0.1])
-def test_flip_flop_draws_ignores_with_p_ignore_and_writes_and_reads_with_half_the_rest(p_ignore):
-    rng = np.random.default_rng(4)
-    task = FlipFlop(length=50, p_ignore=p_ignore)
-    middle, bits = Counter(), Counter()
-    for _ in range(200):
-        ids, is_target = task.sample(rng)
-        words = task.words(ids)
-        assert len(words) == 100 and words[0] == "w" and words[-2] == "r"
-        middle.update(words[2:-2:2])
-        bits.update(bit for instruction, bit in zip(words[::2], words[1::2]) if instruction != "r")
-        memory = None
-        for n in range(0, 100, 2):                  # a read returns the last bit written
-            memory = words[n + 1] if words[n] == "w" else memory
-            assert is_target[n + 1] == (words[n] == "r") and not is_target[n]
-            assert words[n] != "r" or words[n + 1] == memory
-    total = sum(middle.values())
-    assert close(middle["i"], total, p_ignore)
-    assert close(middle["w"], total, (1 - p_ignore) / 2) and close(middle["r"], total, (1 - p_ignore) / 2)
-    assert close(bits["1"], sum(bits.values()), 0.5)
-
-
-def test_selective_copy_draws_uniform_symbols_at_uniform_slots_and_copies_them_in_order():
-    rng = np.random.default_rng(5)
-    task = SelectiveCopy(n_tokens=4, n_blanks=12)
-    symbols, occupied, first_two_equal, N = Counter(), np.zeros(16), 0, 1500
-    for _ in range(N):
-        ids, is_target = task.sample(rng)
-        words = task.words(ids)
-        grid = words[:16]
-        assert words[16] == "|" and len(words) == 21 and grid.count(".") == 12
-        copied = [w for w in grid if w != "."]
-        assert words[17:] == copied and [w for w, t in zip(words, is_target) if t] == copied
-        symbols.update(copied)
-        occupied += np.array([w != "." for w in grid])
-        first_two_equal += copied[0] == copied[1]
-    assert set(symbols) == set("ABCDEFGH") and all(close(c, 4 * N, 1 / 8) for c in symbols.values())
-    assert all(close(c, N, 4 / 16) for c in occupied)
-    assert close(first_two_equal, N, 1 / 8)         # drawn independently, repeats allowed
+from experiments.cope_tasks import CountingTask, to_batch
+from test_cope_tasks import programs
 
 
 def parse(*argv):
@@ -221,23 +30,30 @@ def test_default_tasks_and_their_out_of_distribution_tests():
     assert [(tests[k].n_tokens, tests[k].n_blanks) for k in ("", "dense", "sparse")] == [(8, 16), (8, 8), (8, 32)]
 
 
+class Predicts7:
+    """A model that predicts token 7 everywhere."""
+
+    def __call__(self, inputs):
+        return torch.nn.functional.one_hot(torch.full_like(inputs, 7), 10).float()
+
+
 def test_errors_count_wrong_target_tokens_and_sequences_with_any_wrong():
-    import torch
-
-    class Predicts7:                                  # predicts token 7 everywhere
-        def __call__(self, inputs):
-            return torch.nn.functional.one_hot(torch.full_like(inputs, 7), 10).float()
-
     samples = [([1, 2, 7, 7], [False, False, True, True]), ([1, 7, 5], [False, True, True]),
                ([1, 2, 3], [False, False, True])]
-    token_error, sequence_error = cope_experiment.errors(Predicts7(), samples, "cpu")
-    assert (token_error, sequence_error) == (2 / 5, 2 / 3)
+    ids, is_target = (train.pad_batch([s[i] for s in samples]) for i in (0, 1))
+    batches = cope_experiment.held_out(ids, is_target.bool(), "cpu")
+    assert cope_experiment.errors(Predicts7(), batches) == (2 / 5, 2 / 3)
 
 
-def test_collate_shifts_targets_and_ignores_the_rest():
-    inputs, targets = cope_experiment.collate_targets([([5, 6, 7], [False, False, True]), ([5, 8], [False, True])])
-    assert inputs.tolist() == [[5, 6], [5, 8]]
-    assert targets.tolist() == [[-100, 7], [8, -100]]
+def test_held_out_batches_are_sorted_by_length_and_cut_to_their_longest():
+    """300 programs of 3 tokens and 100 of 5, shuffled: 250 short ones, then the rest, none lost."""
+    rows = [[1, 2, 7]] * 300 + [[1, 2, 3, 4, 5]] * 100
+    order = np.random.default_rng(0).permutation(len(rows))
+    ids = train.pad_batch([rows[i] for i in order])
+    is_target = (ids != 0) & (torch.arange(ids.shape[1]) == (ids != 0).sum(1, keepdim=True) - 1)
+    batches = cope_experiment.held_out(ids, is_target, "cpu")
+    assert [tuple(inputs.shape) for inputs, _ in batches] == [(250, 2), (150, 4)]
+    assert cope_experiment.errors(Predicts7(), batches) == (100 / 400, 100 / 400)   # the 7s of the short ones
 
 
 # ------------------------------------------------------------------ training choices
@@ -299,33 +115,29 @@ def test_paper_errors_are_table_3():
 
 
 def test_the_loss_is_the_cross_entropy_of_the_answer_alone(run_train, captured):
-    import torch
-    import torch.nn.functional as F
     run_train("cope", "--test-size", "5")
     model, loss_fn = captured[0]["model"], captured[0]["loss_fn"]
-    task = CountingTask(3, 3, 10)
-    rng = np.random.default_rng(6)
-    samples = [task.sample(rng) for _ in range(4)]
-    batch = cope_experiment.collate_targets(samples)
+    ids, is_target = CountingTask(3, 3, 10).draw(4, torch.Generator().manual_seed(6))
+    batch = to_batch(ids, is_target)
     with torch.no_grad():
         logits = model(batch[0])
-        expected = np.mean([F.cross_entropy(logits[r, len(ids) - 2], torch.tensor(ids[-1])).item()
-                            for r, (ids, _) in enumerate(samples)])
+        answers = [len([t for t in row if t]) - 1 for row in ids.tolist()]   # the last token of each program
+        expected = np.mean([torch.nn.functional.cross_entropy(logits[r, n - 1], ids[r, n]).item()
+                            for r, n in enumerate(answers)])
         assert math.isclose(loss_fn(model, batch).item(), expected, rel_tol=1e-5)
 
 
 def test_data_file_batches_are_drawn_from_its_programs(run_train, captured, tmp_path):
-    rng = np.random.default_rng(7)
-    examples = [CountingTask(3, 3, 6).example(rng) for _ in range(5)]
+    examples = programs(CountingTask(3, 3, 6), 5, 7)
     path = tmp_path / "count.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in examples))
     code, out, err = run_train("cope", "--test-size", "5", "--data", path)
     assert code == 0, err
-    programs = [CountingTask().encode(e)[0] for e in examples]
+    encoded = [CountingTask().encode(e)[0] for e in examples]
     inputs, _ = captured[0]["next_batch"]()
     for row in inputs.tolist():                     # right-padded with 0; the longest lost its last token
         row = [t for t in row if t != 0]
-        assert any(row in (ids, ids[:-1]) for ids in programs)
+        assert any(row in (ids, ids[:-1]) for ids in encoded)
 
 
 # ------------------------------------------------------------------ the command line
@@ -361,10 +173,9 @@ def test_flip_flop_run_under_bf16_autocast_reports_dense_and_sparse_errors(run_t
 
 
 def test_data_file_in_the_official_format_trains_and_evaluates(run_train, tmp_path):
-    rng = np.random.default_rng(3)
     path = tmp_path / "count.jsonl"
     lines = [{"context": "pass; c = 0 ; c ++; pass;", "question": "print c", "answer": "1"}]
-    lines += [CountingTask(3, 3, 6).example(rng) for _ in range(30)]
+    lines += programs(CountingTask(3, 3, 6), 30, 3)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     code, out, err = run_train("cope", *TINY, "--data", path, "--eval-data", path)
     assert code == 0, err
