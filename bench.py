@@ -177,10 +177,10 @@ def time_in_turns(steps, args):
     for names in schedule(plan_repeats({name: first for name, (_, first) in steps.items()}, args)):
         for name in names:
             sync(args.device)
-            start = time.perf_counter()
+            start = args.clock()
             steps[name][0]()
             sync(args.device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(args.clock() - start)
     return {name: timing(t) for name, t in times.items()}
 
 def measure_size(T, names, args, results, notes):
@@ -205,7 +205,7 @@ def measure_size(T, names, args, results, notes):
                 run()
             memory = fwd_bwd(forward, modules, x, args, measure_memory=True)
             sync(args.device)
-            start = time.perf_counter()
+            start = args.clock()
             run()                            # the warm-up, whose time sets the number of timed runs
             sync(args.device)
         except torch.OutOfMemoryError:
@@ -213,7 +213,7 @@ def measure_size(T, names, args, results, notes):
             notes.add(f"T={T}: {name} ran out of memory")
             torch.cuda.empty_cache()
             continue
-        runs[name] = (run, memory, time.perf_counter() - start)
+        runs[name] = (run, memory, args.clock() - start)
     timings = time_in_turns({name: (run, first) for name, (run, _, first) in runs.items()}, args)
     for name, (_, memory, _) in runs.items():
         results[name, T] = (timings[name], memory)
@@ -274,10 +274,10 @@ def transformer_step(batch, T, args):
             optimizer.step()
         step()                               # the optimizer's state is made on the first step
         sync(args.device)
-        start = time.perf_counter()
+        start = args.clock()
         step()
         sync(args.device)
-        steps[name] = (step, time.perf_counter() - start)
+        steps[name] = (step, args.clock() - start)
     timings = time_in_turns(steps, args)
     out = [timings["ours"], timings["torch"]]
     log(f"[bench] transformer step B={batch} T={T}: ours {out[0].median * 1e3:.1f} ms, "
@@ -344,6 +344,9 @@ def parse_args(argv):
                    help="rough time to spend timing one figure; sets the number of repeats (default 2)")
     p.add_argument("--max-gb", type=float, default=None,
                    help="skip blocks estimated to need more (default: half the RAM; CUDA: 80%% of free memory)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time (default); cpu: this process's CPU time, with --threads 1 only, "
+                        "which others' jobs on a shared machine disturb far less")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="float32, or bf16 autocast as in training on CUDA (auto: bf16 on CUDA, float32 on CPU)")
     args = p.parse_args(argv)
@@ -357,8 +360,11 @@ def parse_args(argv):
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None and not 0 < value <= most:   # also refuses nan
             p.error(f"{flag} must be in (0, {most}], got {value}")
+    if args.clock == "cpu" and (args.device != "cpu" or args.threads != 1):
+        p.error("--clock cpu needs --device cpu and --threads 1 (CPU time adds up the threads' time)")
     args.device = torch.device(args.device)
     args.bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and args.device.type == "cuda")
+    args.clock_name, args.clock = args.clock, time.process_time if args.clock == "cpu" else time.perf_counter
     if args.max_gb is not None:
         args.max_bytes = args.max_gb * 2**30
     elif args.device.type == "cuda":
@@ -373,8 +379,9 @@ def print_attention_tables(results, sizes, args):
     dtype = "bf16 autocast" if args.bf16 else "float32"
     memory_kind = ("peak allocated during forward + backward" if args.device.type == "cuda"
                    else "bytes saved for backward")
+    clock = "CPU time of the process" if args.clock_name == "cpu" else "wall-clock time"
     print(f"### Attention cost per paper: {hardware(args.device)} ({args.device.type}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype}\n")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype}, {clock}\n")
     print(f"Forward + backward of one attention block on x [{B}, T, {D}]: batch {B}, {HEADS} heads of "
           f"width {HEAD_DIM}. ms, min / median / max of the timed runs, and in brackets the ratio of the "
           f"medians to the SDPA reference at the same T.\n")

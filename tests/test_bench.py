@@ -1,6 +1,7 @@
 """bench.py: how it times (runs per block, their order, the spread it reports) and its command line (bad
 input is one line and exit code 2). Its figures are measured, never asserted: no test here times anything."""
 import re
+import time
 import types
 
 import pytest
@@ -9,7 +10,8 @@ import bench
 
 
 def options(repeats=25, seconds_per_cell=2.0):
-    return types.SimpleNamespace(repeats=repeats, seconds_per_cell=seconds_per_cell, device=bench.torch.device("cpu"))
+    return types.SimpleNamespace(repeats=repeats, seconds_per_cell=seconds_per_cell, device=bench.torch.device("cpu"),
+                                 clock=time.perf_counter)
 
 
 def test_each_block_gets_its_own_number_of_runs_from_its_own_warm_up():
@@ -66,7 +68,14 @@ def test_a_tiny_run_prints_every_table_with_spreads_and_the_decoder_apart(capsys
     assert "`python bench.py --quick --sizes 8" in out
 
 
+def test_cpu_clock_is_the_process_time_of_one_thread():
+    assert bench.parse_args(["--clock", "cpu", "--threads", "1", "--device", "cpu"]).clock is time.process_time
+    assert bench.parse_args(["--device", "cpu"]).clock is time.perf_counter
+
+
 @pytest.mark.parametrize("argv, complaint", [
+    (["--clock", "cpu"], "--clock cpu"),                   # two threads' CPU time would add up
+    (["--clock", "cpu", "--threads", "2"], "--clock cpu"),
     (["--sizes", "1"], "--sizes"),
     (["--sizes", "4", "99999999"], "--sizes"),
     (["--repeats", "0"], "--repeats"),
