@@ -109,6 +109,7 @@ SCALING = ["cope-none", "cope", "mta-none", "mta"]
 # Bahdanau's decoder runs its T steps one after another (each query is the state the previous step
 # made), so it has a table of its own, timed beside the unmasked SDPA at the same T for scale
 DECODER = {"bahdanau": ("bahdanau.py AdditiveAttention, T decoder steps, n = n' = 64", "sdpa", 3 * HEAD_DIM)}
+DECODER_MAX_T = 1024   # beyond, one run of the decoder takes seconds (3.6 s at T = 2048 on 2 CPU cores)
 
 
 # ----- Measuring: docs/performance.md says how -------------------------------------------------
@@ -413,6 +414,8 @@ def print_decoder_table(results, sizes):
         ratio = f"{value[0].median / ref[0].median:.0f}x" if ref else "-"
         print(row([str(T), spread(value[0]), f"{value[0].median * 1e3 / T:.3g}",
                    ms(ref[0].median) if ref else "-", ratio, mib(value[1])]))
+    if max(sizes) > DECODER_MAX_T:
+        print(f"\n\"-\": not timed beyond T = {DECODER_MAX_T}, where one run takes seconds.")
 
 def print_targets(results, sizes, step_rows):
     print("\n### Targets\n")
@@ -468,7 +471,8 @@ def main(argv=None):
     for T in scaling:
         measure_size(T, [name for name in BLOCKS if T in sizes or name in SCALING], args, results, notes)
     for T in sizes:
-        measure_size(T, list(DECODER), args, results, notes)
+        if T <= DECODER_MAX_T:
+            measure_size(T, list(DECODER), args, results, notes)
     step_rows = [(batch, T, *transformer_step(batch, T, args)) for batch, T in steps]
 
     print_attention_tables(results, sizes, args)

@@ -53,8 +53,9 @@ def test_timing_is_min_median_max_and_count():
     assert bench.spread(bench.Timing(0.001, 0.0015, 0.02, 5)) == "1 / 1.5 / 20"
 
 
-def test_a_tiny_run_prints_every_table_with_spreads_and_the_decoder_apart(capsys):
-    bench.main(["--quick", "--sizes", "8", "--repeats", "1", "--seconds-per-cell", "0.001"])
+def test_a_tiny_run_prints_every_table_with_spreads_and_the_decoder_apart(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "DECODER_MAX_T", 8)    # the decoder is timed up to T = 8 only
+    bench.main(["--quick", "--sizes", "8", "16", "--repeats", "1", "--seconds-per-cell", "0.001"])
     out = capsys.readouterr().out
     spread = r"[\d.]+ / [\d.]+ / [\d.]+"
     attention = out[:out.index("Memory, MiB")]
@@ -63,9 +64,10 @@ def test_a_tiny_run_prints_every_table_with_spreads_and_the_decoder_apart(capsys
     assert "bahdanau" not in attention                               # not among the parallel blocks
     decoder = out[out.index("### Bahdanau's decoder"):out.index("### Targets")]
     assert re.search(r"\| 8 \| " + spread + r" \| [\d.]+ \| [\d.]+ \| \d+x \|", decoder)
+    assert "| 16 | - | - |" in decoder and "not timed beyond T = 8" in decoder
     assert re.search(r"\| 32 \| 40 \| " + spread + r" \| " + spread + r" \| ", out)   # the training step
-    assert re.search(r"CoPE <= 1.5x .* \| [\d.]+x \([\d.]+x\) at T=8 \|", out)
-    assert "`python bench.py --quick --sizes 8" in out
+    assert re.search(r"CoPE <= 1.5x .* \| [\d.]+x \([\d.]+x\) at T=8, [\d.]+x \([\d.]+x\) at T=16 \|", out)
+    assert "`python bench.py --quick --sizes 8 16" in out
 
 
 def test_cpu_clock_is_the_process_time_of_one_thread():
