@@ -439,8 +439,10 @@ def mta_table(task, finished):
     for variant, (per_seed, mean) in MTA_PAPER.items():
         rows.append([f"{NAMES[variant]} (paper)", 52, 2, pct(np.array(per_seed) / 100),
                      f"{mean:.1f}", "-", "-", "4 layers x 256", "100000", "-"])
-    caption = (f"\nsequence error % (any of the {task.block_length} letters wrong) per seed "
-               f"({', '.join(str(s) for s in finished[0][1]['seeds'])}) and mean; first letter = the "
-               f"lookup, other letters = the copy (token error %); seconds = all seeds together")
-    return (caption, ["model", "blocks", "L", "sequence error % by seed", "mean %", "first-letter error %",
-                      "other-letter error %", "parameters", "steps", "seconds"], rows)
+    total = sum(seconds for _, _, seconds, _ in finished)
+    caption = (f"\nerror % per seed ({', '.join(str(s) for s in finished[0][1]['seeds'])}): sequence = any of "
+               f"the {task.block_length} letters wrong; look-up = the first letter (finding the block); copy = "
+               f"the other letters (token error). Seconds: all seeds of a model; the whole comparison trained "
+               f"for {total:.0f} s")
+    return (caption, ["model", "blocks", "L", "sequence error % by seed", "mean %", "look-up error % by seed",
+                      "copy error % by seed", "parameters", "steps", "seconds"], rows)

@@ -251,6 +251,7 @@ def test_cli_compare_prints_both_models_and_the_papers_numbers(run_train, monkey
     assert [call["model"].config.mta for call in calls] == [True, True, False, False]  # 2 seeds each
     assert all(r["metrics"]["seeds"] == [0, 1] for r in results)
     assert "| **standard** (ours)" in out and "| MTA (paper)" in out
+    assert "look-up error % by seed" in out and "copy error % by seed" in out and "trained for" in out
     assert "77.7 / 75.3 / 1.9" in out and "51.6" in out and "0.0 / 0.0 / 0.2" in out  # the toy README's
 
 
