@@ -1,6 +1,7 @@
 """Speed and memory of each paper's attention, side by side, in one process on the same inputs.
 
-    python bench.py                  # CPU: about a minute on 2 cores; CUDA when there is one
+    python bench.py                  # CPU: about two minutes on 2 cores; CUDA when there is one
+    python bench.py --clock cpu --threads 1   # CPU time: steadier on a machine others are using
     python bench.py --quick          # smaller sizes and fewer runs: a first look in seconds
     python bench.py --device cuda --sizes 128 512 2048 8192
 
@@ -340,9 +341,11 @@ def parse_args(argv):
     p.add_argument("--sizes", type=int, nargs="+", metavar="T",
                    help="sequence lengths of table 1 (default 128 512 2048; --quick: 64 128 512)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's own choice, one per core)")
-    p.add_argument("--repeats", type=int, default=25, help="most timed runs per figure, at least 3 (default 25)")
+    p.add_argument("--repeats", type=int, default=25,
+                   help=f"most timed runs per figure (default 25); the fewest is {MIN_REPEATS}, or this if lower")
     p.add_argument("--seconds-per-cell", type=float, default=2.0,
-                   help="rough time to spend timing one figure; sets the number of repeats (default 2)")
+                   help="rough time to spend timing one figure: with its block's warm-up time, sets its number "
+                        "of runs (default 2)")
     p.add_argument("--max-gb", type=float, default=None,
                    help="skip blocks estimated to need more (default: half the RAM; CUDA: 80%% of free memory)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
