@@ -21,8 +21,8 @@ def parse(*argv):
 def test_default_tasks_and_their_out_of_distribution_tests():
     train_task, tests = cope_experiment.task_sets(parse())
     assert tests[""] is train_task
-    assert (train_task.n_vars, train_task.min_statements, train_task.max_statements) == (3, 3, 32)
-    assert (tests["ood"].n_vars, tests["ood"].min_statements, tests["ood"].max_statements) == (3, 33, 64)
+    assert (train_task.n_vars, train_task.min_statements, train_task.max_statements) == (1, 3, 32)
+    assert (tests["ood"].n_vars, tests["ood"].min_statements, tests["ood"].max_statements) == (1, 33, 64)
     train_task, tests = cope_experiment.task_sets(parse("--task", "flipflop"))
     assert (train_task.length, train_task.p_ignore) == (32, 0.8)
     assert [(tests[k].length, tests[k].p_ignore) for k in ("", "dense", "sparse")] == [(32, 0.8), (32, 0.1), (32, 0.98)]
@@ -75,8 +75,8 @@ def captured(monkeypatch):
 def test_defaults_are_the_documented_sizes_and_training():
     args = parse()
     assert (args.task, args.pos, args.d_model, args.layers, args.heads, args.npos_max, args.vars,
-            args.max_statements, args.ood_statements, args.batch_size, args.lr, args.target) == \
-        ("counting", "cope", 64, 2, 4, 64, 3, 32, 64, 32, 2e-3, 0.01)
+            args.max_statements, args.ood_statements, args.batch_size, args.lr, args.target, args.eval_every) == \
+        ("counting", "cope", 64, 2, 4, 64, 1, 32, 64, 32, 1e-3, 0.01, 100)
 
 
 def test_training_is_adamw_with_warmup_and_cosine_over_1500_steps_on_fresh_batches_of_32(run_train, captured):
@@ -89,7 +89,7 @@ def test_training_is_adamw_with_warmup_and_cosine_over_1500_steps_on_fresh_batch
     assert call["steps"] == 1500
     optimizer = call["optimizer"]
     assert type(optimizer).__name__ == "AdamW" and optimizer.defaults["weight_decay"] == 0
-    lr, warmup = 2e-3, 1500 // 20          # linear warmup over 5% of the steps, cosine to 0.1 x peak
+    lr, warmup = 1e-3, 1500 // 20          # linear warmup over 5% of the steps, cosine to 0.1 x peak
     for step, expected in [(1, lr / warmup), (warmup // 2, lr * (warmup // 2) / warmup), (warmup, lr),
                            (1500, 0.1 * lr), ((1500 + warmup) // 2, 0.55 * lr)]:
         assert math.isclose(call["lr_at"](step), expected, rel_tol=1e-3), step
@@ -105,7 +105,7 @@ def test_compare_trains_each_variant_800_steps_without_stopping_early(run_train,
     assert all(c["steps"] == 800 and not c["solved"]({"error": 0.0}) for c in captured)
     rows = {line.split("|")[2].strip(): line.split("|")[-2].strip() for line in out.splitlines()
             if line.startswith("| counting")}
-    assert rows == {"cope": "0.012", "abs": "0.676", "rope": "—"}     # Table 3, 3 variables
+    assert rows == {"cope": "0.000", "abs": "0.053", "rope": "—"}     # Table 3, 1 variable
 
 
 def test_paper_errors_are_table_3():
@@ -156,6 +156,15 @@ def test_default_command_prints_a_valid_result_line(run_train, tmp_path):
     assert "gates of" in out and "cope gates seen from the last token" in out and "L1H1" in out
     if HAS_MATPLOTLIB:
         assert (tmp_path / "gates.png").exists()
+
+
+def test_out_of_distribution_is_evaluated_when_the_run_stops_at_its_last_step_or_target(run_train):
+    for extra, evaluations in [([], 2), (["--target", "1"], 1)]:     # --target 1: solved at the first
+        code, out, err = run_train("cope", *TINY, *extra)
+        assert code == 0, err
+        progress = [line for line in out.splitlines() if line.startswith("[cope] step")]
+        assert len(progress) == evaluations and ["error_ood" in line for line in progress] == \
+            [False] * (evaluations - 1) + [True]
 
 
 def test_compare_trains_every_variant_and_prints_the_table(run_train):
