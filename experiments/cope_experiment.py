@@ -99,12 +99,15 @@ def train_one(args, config, seed, steps, train_task, test_sets, train_data, labe
         inputs, targets = batch
         return F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten(), ignore_index=-100)
 
+    no_early_stop = args.compare or args.target < 0   # --compare: equal steps for every variant
+    solved = lambda metrics: not no_early_stop and metrics["error"] <= args.target
+
     def evaluate(model):
         # the held-out sets out of distribution (and --eval-data) only when the run stops: they do not
         # decide when it stops, and evaluating them costs a CPU as much as a dozen training steps
         metrics = {}
         for name, batches in test_sets.items():
-            if name and metrics["error"] > args.target and drawn[0] < steps and args.eval is None:
+            if name and not (solved(metrics) or drawn[0] >= steps or args.eval is not None):
                 continue
             token_error, sequence_error = errors(model, batches)
             metrics["error" + (f"_{name}" if name else "")] = token_error
@@ -115,10 +118,8 @@ def train_one(args, config, seed, steps, train_task, test_sets, train_data, labe
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0,
                                   fused=args.device.startswith("cuda") or None)   # one kernel a step on a GPU
     lr_at = lambda step: train.warmup_cosine(step, args.lr, max(1, steps // 20), steps)
-    no_early_stop = args.compare or args.target < 0   # --compare: equal steps for every variant
     cpu_start = time.process_time()   # CPU time of this process: less skewed by a busy machine
-    run = train.training_loop(model, optimizer, next_batch, loss_fn, evaluate,
-                              lambda m: not no_early_stop and m["error"] <= args.target, steps, args.eval_every,
+    run = train.training_loop(model, optimizer, next_batch, loss_fn, evaluate, solved, steps, args.eval_every,
                               lr_at=lr_at, label=label, **train.settings(args, args.task, config.pos, train_task.vocab))
     losses = run["losses"]
     metrics = dict(run["metrics"], parameters=train.count_parameters(model),
