@@ -222,7 +222,7 @@ def test_bad_data_line_is_refused_with_its_line_number(run_train, tmp_path, seco
     for flag in ("--data", "--eval-data"):
         code, out, err = run_train("cope", *TINY, flag, path)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-        assert f"bad.jsonl:2: " in err and word in err, err
+        assert "bad.jsonl:2: " in err and word in err, err
 
 
 def test_bad_data_file_is_refused_in_one_line(run_train, tmp_path):

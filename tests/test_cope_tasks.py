@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import train  # noqa: F401  (imported first: experiments import train)
 from experiments.cope_tasks import CountingTask, FlipFlop, SelectiveCopy, check_example, run_program, to_batch
 
 
