@@ -86,7 +86,7 @@ TINY = {
     "memn2n": ["--train-size", 100, "--test-size", 20],
     "hopfield": ["--bag-size", 20, "--test-size", 20],
     "cope": ["--test-size", 10, "--d-model", 16, "--max-statements", 8, "--ood-statements", 12],
-    "mta": ["--blocks", 2, "--test-size", 10, "--d-model", 16],
+    "mta": ["--blocks", 2, "--test-size", 10, "--d-model", 32],
 }
 
 
