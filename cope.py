@@ -31,8 +31,9 @@ Paper vs this file:
   would lose the integer part of a position.
 - Init: weights N(0, 0.02) as in GPT-2 (not stated in the paper); the CoPE table at zero as in
   the authors' code; embeddings tied as in their runs.
-- Training (the experiment): fresh programs every step, batch 32, AdamW lr 2e-3 with warmup and cosine
-  decay, 1500 steps (authors: 10k fixed programs, batch 64, lr 7e-5, 100 epochs). Programs have
+- Training (the experiment): fresh programs every step, batch 32, AdamW lr 1e-3 with warmup and cosine
+  decay, at most 1500 steps, one variable by default (Table 3's first column; `--vars 3` for its second)
+  (authors: 10k fixed programs, batch 64, lr 7e-5, 100 epochs). Programs have
   3-32 statements (paper: 3-512) so that a CPU can train on them; the out-of-distribution test
   uses 33-64 statements. Loss on the answer only, as in the paper.
 - Flip-flop (32 instructions, ignore 0.8 / dense 0.1 / sparse 0.98) and selective copy (8 tokens
