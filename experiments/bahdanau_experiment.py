@@ -17,19 +17,7 @@ from experiments.translation import PAD
 SUMMARY = "Bahdanau et al. 2014: RNNsearch (additive attention) on toy translation"
 
 
-# ---- the task: toy translation (experiments/translation.py), served as the paper does ----
-
-def length_sorted_batches(task, batch_size, rng, pool=20):
-    """Appendix B.2 of Bahdanau et al.: draw pool x batch_size pairs, sort them by source length and
-    cut them into pool minibatches, served in random order. Less padding, so shorter decoder loops."""
-    while True:
-        pairs = sorted(task.pairs(batch_size * pool, rng), key=lambda pair: len(pair[0]))
-        batches = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
-        for k in rng.permutation(len(batches)):
-            yield task.collate(batches[k])
-
-
-# ---- the run ----
+# ---- the run (the task: toy translation, in experiments/translation.py) ----
 
 def add_flags(p):
     train.add_shared_flags(p, steps=3000, batch_size=64, lr=3e-3, eval_every=100)
@@ -57,7 +45,8 @@ def run(args):
         model = model_class(config).to(args.device)
         print(f"{variant}: {train.count_parameters(model):,} parameters, sentences of "
               f"{args.min_len}-{args.max_len} tokens, device {args.device}")
-        batches = length_sorted_batches(task, args.batch_size, rng)
+        # Appendix B.2: minibatches cut from a length-sorted pool of 20, made on the device
+        batches = translation.training_batches(task, args.batch_size, rng, args.device, pool=20)
 
         def loss_fn(model, batch):
             src, tgt = batch
@@ -65,10 +54,11 @@ def run(args):
             return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)
 
         # Adam at a constant rate instead of the paper's Adadelta (see bahdanau.py); clip at 1 (B.2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr,
+                                     fused=args.device.startswith("cuda") or None)  # one kernel on a GPU
         history = train.training_loop(
-            model, torch.optim.Adam(model.parameters(), lr=args.lr),
-            lambda: [t.to(args.device) for t in next(batches)], loss_fn,
-            evaluate=lambda m: translation.teacher_forced_scores(m, task, test_pairs, args.device),
+            model, optimizer, lambda: next(batches), loss_fn,
+            evaluate=translation.held_out_check(task, test_pairs, args.device, args.target, variant),
             solved=lambda metrics: variant == "RNNsearch" and metrics["exact_match"] >= args.target,
             steps=steps, eval_every=args.eval_every, clip=args.clip, label=variant,
             **train.settings(args, "toy-translation", variant, task.vocab))

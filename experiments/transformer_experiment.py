@@ -66,17 +66,18 @@ def run(args):
         print(f"{variant}: {train.count_parameters(model):,} parameters, sentences of "
               f"{args.min_len}-{args.max_len} tokens, device {args.device}")
 
-        def next_batch():
-            return [t.to(args.device) for t in task.batch(args.batch_size, rng)]
+        # independent sentences, made on the device (not section 5.1's batches of similar lengths)
+        batches = translation.training_batches(task, args.batch_size, rng, args.device)
 
         def loss_fn(model, batch):
             src, tgt = batch
             return tf.label_smoothed_loss(model(src, tgt[:, :-1]), tgt[:, 1:], args.label_smoothing, PAD)
 
+        optimizer = tf.make_optimizer(model, fused=args.device.startswith("cuda") or None)  # one kernel on a GPU
         lr_at = lambda step: learning_rate(step, args.lr, args.warmup, args.steps)
         history = train.training_loop(
-            model, tf.make_optimizer(model), next_batch, loss_fn,
-            evaluate=lambda m: translation.teacher_forced_scores(m, task, test_pairs, args.device),
+            model, optimizer, lambda: next(batches), loss_fn,
+            evaluate=translation.held_out_check(task, test_pairs, args.device, args.target, variant),
             solved=lambda metrics: metrics["exact_match"] >= args.target,
             steps=args.steps, eval_every=args.eval_every, lr_at=lr_at, label=variant,
             **train.settings(args, "toy-translation", variant, task.vocab))

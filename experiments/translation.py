@@ -55,7 +55,8 @@ class ToyTranslation:
         self.function_words = list(range(first + sizes[0] + sizes[1], first + sum(sizes)))
         # the dictionary: source id -> target id (a fixed random bijection)
         self.translate_word = dict(zip(range(first, first + sum(sizes)),
-                                       first + sum(sizes) + rng.permutation(sum(sizes))))
+                                       (first + sum(sizes) + rng.permutation(sum(sizes))).tolist()))
+        self.dictionary = torch.tensor([self.translate_word.get(i, PAD) for i in range(len(self.vocab))])
 
     @property
     def vocab_size(self):
@@ -63,33 +64,58 @@ class ToyTranslation:
 
     def buckets(self):
         """Source-length buckets for the per-length table: 4-10, 11-20, ..., up to max_len, each
-        cut to [min_len, max_len] (--min-len 35: one bucket 35-40)."""
+        cut to [min_len, max_len] (4-30: three buckets; --min-len 25: one bucket 25-30)."""
         edges = list(range(10, self.max_len, 10)) + [self.max_len]
         lows = [self.min_len] + [e + 1 for e in edges[:-1]]
         return [(max(lo, self.min_len), hi) for lo, hi in zip(lows, edges) if hi >= self.min_len]
 
-    def sample(self, rng):
-        """One (source ids, target ids) pair; the target has neither BOS nor EOS."""
-        length = int(rng.integers(self.min_len, self.max_len + 1))
-        source, target = [], []
-        while len(source) < length:
-            unit = rng.integers(3) if length - len(source) >= 2 else rng.integers(2)
-            if unit == 0:
-                word = int(rng.choice(self.function_words))
-                source.append(word)
-                target.append(self.translate_word[word])
-            elif unit == 1:
-                word = int(rng.choice(self.nouns))
-                source.append(word)
-                target.append(self.translate_word[word])
-            else:  # adjective noun -> noun adjective
-                adjective, noun = int(rng.choice(self.adjectives)), int(rng.choice(self.nouns))
-                source += [adjective, noun]
-                target += [self.translate_word[noun], self.translate_word[adjective]]
-        return source, target
+    def sentences(self, lengths, generator):
+        """Sentences of the given source lengths (host integers), drawn with torch on generator.device
+        (a batch is made where it is trained on, with no host reads): src [B, S] (PAD-padded, S the
+        longest), tgt [B, S + 2] = BOS target EOS (PAD-padded).
+
+        A sentence is a run of units: while two words still fit, a function word, a noun or an
+        adjective-noun pair (1/3 each); a last single word is a function word or a noun (1/2 each);
+        each word uniform within its class. Every sentence draws one candidate unit per position;
+        unit k starts where the units before it end, and the units that start beyond the sentence's
+        length are dropped: the same distribution as drawing the units one after another."""
+        device, B, S = generator.device, len(lengths), int(max(lengths))
+        to_device = lambda x: torch.as_tensor(x).to(device, non_blocking=True)  # no wait for the device
+        length = to_device(np.asarray(lengths)).unsqueeze(1)  # [B, 1]
+        draw = lambda n: torch.randint(n, (B, S), generator=generator, device=device)
+        kind = draw(3)                                   # 0 function word, 1 noun, 2 adjective noun
+        size = 1 + (kind == 2)
+        start = size.cumsum(1) - size                    # where each candidate unit begins
+        kind = torch.where(start == length - 1, draw(2), kind)  # one word left: no pair
+        fits, pair = start < length, (start < length) & (kind == 2)
+        nouns = self.nouns[0] + draw(len(self.nouns))
+        first = torch.where(kind == 0, self.function_words[0] + draw(len(self.function_words)),
+                            torch.where(kind == 1, nouns, self.adjectives[0] + draw(len(self.adjectives))))
+        second = self.nouns[0] + draw(len(self.nouns))   # the noun after an adjective
+
+        def place(first_words, second_words):  # column S collects the units that do not fit
+            words = torch.full((B, S + 1), PAD, device=device)
+            words.scatter_(1, torch.where(fits, start, S), first_words)
+            words.scatter_(1, torch.where(pair, start + 1, S), second_words)
+            return words[:, :S]
+
+        table = to_device(self.dictionary)
+        src = place(first, second)
+        target = place(table[torch.where(pair, second, first)], table[first])  # adjective noun -> noun adjective
+        tgt = torch.cat([torch.full((B, 1), BOS, device=device), target,
+                         torch.full((B, 1), PAD, device=device)], dim=1)
+        return src, tgt.scatter_(1, length + 1, EOS)
+
+    def draw_lengths(self, n, rng):
+        """n source lengths, uniform over [min_len, max_len], from a numpy generator (on the host)."""
+        return rng.integers(self.min_len, self.max_len + 1, size=n)
 
     def pairs(self, n, rng):
-        return [self.sample(rng) for _ in range(n)]
+        """n (source ids, target ids) pairs as lists, the target without BOS and EOS (held-out sets):
+        the lengths from rng, the words from a torch generator on the CPU seeded from rng."""
+        lengths = self.draw_lengths(n, rng)
+        src, tgt = self.sentences(lengths, torch.Generator().manual_seed(int(rng.integers(2 ** 63))))
+        return [(s[:k].tolist(), t[1:k + 1].tolist()) for s, t, k in zip(src, tgt, lengths.tolist())]
 
     @staticmethod
     def collate(pairs):
@@ -98,11 +124,22 @@ class ToyTranslation:
         tgt = train.pad_batch([[BOS] + t + [EOS] for _, t in pairs], PAD)
         return src, tgt
 
-    def batch(self, batch_size, rng):
-        return self.collate(self.pairs(batch_size, rng))
-
     def words(self, ids):
         return [self.vocab[i] for i in ids]
+
+
+def training_batches(task, batch_size, rng, device, pool=1):
+    """Endless training batches of fresh sentences, made on `device` (no copy from the host per step):
+    the source lengths come from the numpy generator rng (on the host, so a batch's width is known
+    without reading the device), the words from a torch generator on `device` seeded from rng.
+    pool > 1: draw pool x batch_size lengths, sort them and cut them into `pool` minibatches, served in
+    random order (Bahdanau et al., Appendix B.2: 1600 pairs sorted into 20 minibatches): less padding,
+    so shorter decoder loops. pool = 1: every batch a sample of independent sentences."""
+    generator = torch.Generator(device).manual_seed(int(rng.integers(2 ** 63)))
+    while True:
+        lengths = np.sort(task.draw_lengths(batch_size * pool, rng)).reshape(pool, batch_size)
+        for k in rng.permutation(pool):
+            yield task.sentences(lengths[k], generator)
 
 
 def add_translation_args(p, max_len):
@@ -112,8 +149,9 @@ def add_translation_args(p, max_len):
     p.add_argument("--beam", type=train.int_in(1, 64), default=1,
                    help="beam width for the final held-out decoding (1 = greedy)")
     p.add_argument("--target", type=train.float_in(0, 1), default=0.99,
-                   help="held-out exact match that counts as solved (teacher forced during training, "
-                        "then checked with the final decoding)")
+                   help="held-out exact match that counts as solved (during training: teacher forced, on "
+                        "every 5th held-out sentence, then on all once those come within twice its error "
+                        "rate; at the end: the final decoding of all)")
 
 
 def check_translation_args(args):
@@ -122,10 +160,11 @@ def check_translation_args(args):
 
 
 def translation_task(args):
-    """The task and its held-out pairs, which come from TEST_SEED and never from --seed."""
+    """The task and its held-out pairs, which come from TEST_SEED and never from --seed, sorted by
+    source length: evaluation batches then hold sentences of about one length (little padding)."""
     task = ToyTranslation(args.min_len, args.max_len)
     test_pairs = task.pairs(args.test_size, np.random.default_rng(train.TEST_SEED))
-    return task, test_pairs
+    return task, sorted(test_pairs, key=lambda pair: len(pair[0]))
 
 
 # ---- the scores ----
@@ -157,6 +196,22 @@ def teacher_forced_scores(model, task, pairs, device, batch_size=250):
         correct += right.sum(1).tolist()
         exact += (right.sum(1) == (gold != PAD).sum(1)).tolist()
     return translation_scores(task, pairs, exact, correct)
+
+
+def held_out_check(task, test_pairs, device, target, label, every=5):
+    """The evaluation during training -> evaluate(model): teacher-forced scores of every 5th held-out
+    sentence (all lengths, the set being sorted by length); once those make at most twice the errors
+    that `target` allows (exact match >= 2 target - 1: 0.98 for 0.99), of the whole held-out set, so
+    that training stops only when all of it reaches `target`. A fifth of the cost, most of the time;
+    the margin keeps a screen that happens to hold more than its share of the errors from delaying it."""
+    def evaluate(model):
+        scores = teacher_forced_scores(model, task, test_pairs[::every], device)
+        if scores["exact_match"] >= 2 * target - 1:
+            print(f"[{label}] every {every}th held-out sentence: exact match {scores['exact_match']:.4f}; "
+                  f"checking all {len(test_pairs)}")
+            scores = teacher_forced_scores(model, task, test_pairs, device)
+        return scores
+    return evaluate
 
 
 def until_eos(ids):

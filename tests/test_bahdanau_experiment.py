@@ -1,6 +1,6 @@
-"""Tests for experiments/bahdanau_experiment.py: Appendix B.2's length-sorted pools of batches, what
-`run` hands the training loop (Adam, clipping, the loss, equal steps for the baseline), the defaults,
-bad flags, and the `bahdanau` sub-command's output."""
+"""Tests for experiments/bahdanau_experiment.py: what `run` hands the training loop (Adam, clipping, the
+loss, Appendix B.2's length-sorted pools, equal steps for the baseline), the defaults, bad flags, and
+the `bahdanau` sub-command's output."""
 import inspect
 import json
 
@@ -13,6 +13,7 @@ import train
 from conftest import check_result, result_lines
 from experiments import bahdanau_experiment, translation
 from experiments.translation import PAD
+from test_translation import disjoint, spans
 
 TINY = ["--embed-dim", 8, "--hidden", 8, "--align-dim", 8, "--maxout", 4, "--max-len", 8,
         "--test-size", 30, "--batch-size", 8, "--eval-every", 2, "--device", "cpu"]
@@ -26,33 +27,13 @@ def strict_result_lines(stdout):
             for line in stdout.splitlines() if line.startswith("result: ")]
 
 
-def spans(batches):
-    """(shortest, longest) source length of each batch, sorted."""
-    return sorted(((src != PAD).sum(1).min().item(), (src != PAD).sum(1).max().item()) for src, _ in batches)
-
-
-def disjoint(spans):
-    return all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
-
-
-def test_length_sorted_batches_cut_pools_of_20_sorted_batches_served_shuffled():
-    batches = bahdanau_experiment.length_sorted_batches(translation.ToyTranslation(4, 40), 8,
-                                                        np.random.default_rng(0))
-    first, second = [next(batches) for _ in range(20)], [next(batches) for _ in range(20)]
-    assert all(src.size(0) == 8 and tgt.size(0) == 8 for src, tgt in first + second)
-    assert disjoint(spans(first)) and disjoint(spans(second))  # each pool: sorted, then cut
-    assert not disjoint(spans(first + second))                # a fresh pool after 20 batches
-    shortest = [(src != PAD).sum(1).min().item() for src, _ in first]
-    assert shortest != sorted(shortest)                        # served in random order
-    assert spans(first)[0][0] < spans(first)[-1][1]
-
-
 def test_defaults_are_the_documented_ones():
     args = train.build_parser().parse_args(["bahdanau"])
     assert (args.steps, args.batch_size, args.lr, args.eval_every) == (3000, 64, 3e-3, 100)
     assert (args.embed_dim, args.hidden, args.align_dim, args.maxout) == (32, 64, 64, 32)
     assert args.clip == 1.0 and args.paper_init is False  # B.2: clip the gradient norm at 1
     assert (args.min_len, args.max_len, args.test_size, args.beam, args.target) == (4, 40, 1000, 1, 0.99)
+
 
 
 def test_run_hands_the_loop_adam_clipping_the_loss_sorted_pools_and_equal_steps(run_train, monkeypatch):
@@ -88,7 +69,8 @@ def test_run_hands_the_loop_adam_clipping_the_loss_sorted_pools_and_equal_steps(
     assert disjoint(spans(search["pool"])) and disjoint(spans(encdec["pool"]))  # B.2's sorted pools
     assert all(torch.equal(a[0], b[0]) for a, b in zip(search["pool"], encdec["pool"]))  # same data
     model = search["model"]
-    src, tgt = translation.ToyTranslation(4, 8).batch(8, np.random.default_rng(0))  # with padding
+    task = translation.ToyTranslation(4, 8)
+    src, tgt = task.collate(task.pairs(8, np.random.default_rng(0)))  # with padding
     # teacher forcing: predict tgt[1:] from tgt[:-1]; PAD targets do not count
     log_p = model(src, tgt[:, :-1]).log_softmax(-1)
     gold = tgt[:, 1:]

@@ -12,6 +12,7 @@ import transformer as tf
 from conftest import HAS_MATPLOTLIB, check_result, result_lines
 from experiments import transformer_experiment
 from experiments.translation import BOS, PAD
+from test_translation import spans
 
 TINY = ["--steps", 2, "--eval-every", 2, "--test-size", 20, "--max-len", 8, "--d-model", 16,
         "--d-ff", 32, "--batch-size", 4, "--device", "cpu"]
@@ -78,6 +79,11 @@ def test_loss_is_label_smoothed_cross_entropy_on_the_outputs_shifted_right(monke
     logits = model(src, tgt[:, :-1])  # section 3.2.3: the decoder reads the target shifted right
     expected = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), label_smoothing=0.2, ignore_index=PAD)
     torch.testing.assert_close(arguments["loss_fn"](model, (src, tgt)), expected)
+
+
+def test_batches_are_independent_sentences_not_length_sorted_pools(monkeypatch):
+    next_batch = loop_arguments(monkeypatch, *SMALL, "--max-len", 30, "--batch-size", 8)["next_batch"]
+    assert sum(hi - lo for lo, hi in spans([next_batch() for _ in range(20)])) > 20 * 10  # sorted: ~1 each
 
 
 def test_compare_adds_one_head_at_equal_size(monkeypatch, run_train):

@@ -32,9 +32,7 @@ def units(task, source):
 
 
 def test_toy_translation_translates_each_word_and_swaps_adjective_noun_pairs_only():
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        source, target = TASK.sample(rng)
+    for source, target in TASK.pairs(300, np.random.default_rng(0)):
         assert 4 <= len(source) <= 40 and len(target) == len(source)
         expected, i = [], 0
         while i < len(source):
@@ -49,7 +47,7 @@ def test_toy_translation_translates_each_word_and_swaps_adjective_noun_pairs_onl
 
 def test_source_lengths_are_uniform_over_min_len_to_max_len():
     task, n = translation.ToyTranslation(3, 9), 7000
-    counts = Counter(len(task.sample(np.random.default_rng([5, k]))[0]) for k in range(n))
+    counts = Counter(len(source) for source, _ in task.pairs(n, np.random.default_rng(5)))
     assert set(counts) == set(range(3, 10))
     p = 1 / 7
     for length in range(3, 10):
@@ -57,9 +55,9 @@ def test_source_lengths_are_uniform_over_min_len_to_max_len():
 
 
 def test_units_are_uniform_and_a_last_single_word_is_never_an_adjective():
-    rng, seen = np.random.default_rng(1), Counter()
-    for _ in range(1500):
-        for kind, left in units(TASK, TASK.sample(rng)[0]):
+    seen = Counter()
+    for source, _ in TASK.pairs(1500, np.random.default_rng(1)):
+        for kind, left in units(TASK, source):
             seen[kind, "room for two" if left >= 2 else "one left"] += 1
     room = sum(seen[k, "room for two"] for k in ("function word", "noun", "adjective noun"))
     for kind in ("function word", "noun", "adjective noun"):  # 1/3 each while two words fit
@@ -70,9 +68,9 @@ def test_units_are_uniform_and_a_last_single_word_is_never_an_adjective():
 
 
 def test_words_are_uniform_within_their_class():
-    rng, words = np.random.default_rng(2), Counter()
-    for _ in range(1500):
-        words.update(TASK.sample(rng)[0])
+    words = Counter()
+    for source, _ in TASK.pairs(1500, np.random.default_rng(2)):
+        words.update(source)
     for cls in (TASK.nouns, TASK.adjectives, TASK.function_words):
         total = sum(words[w] for w in cls)
         p = 1 / len(cls)
@@ -93,6 +91,46 @@ def test_the_dictionary_is_a_fixed_bijection_of_the_language_seed_only():
     TASK.pairs(50, np.random.default_rng(123))
     assert other.translate_word == TASK.translate_word and other.vocab == TASK.vocab
     assert translation.ToyTranslation(4, 40, language_seed=1).translate_word != TASK.translate_word
+
+
+def test_a_batch_is_bos_target_eos_then_padding_as_wide_as_its_longest_sentence():
+    lengths = [5, 4, 7]
+    src, tgt = TASK.sentences(lengths, torch.Generator().manual_seed(0))
+    assert src.shape == (3, 7) and tgt.shape == (3, 9)
+    for row, k in enumerate(lengths):
+        assert (src[row, :k] != PAD).all() and (src[row, k:] == PAD).all()
+        assert tgt[row, 0] == BOS and tgt[row, k + 1] == EOS and (tgt[row, k + 2:] == PAD).all()
+        assert sorted(tgt[row, 1:k + 1].tolist()) == sorted(TASK.translate_word[w] for w in src[row, :k].tolist())
+
+
+def spans(batches):
+    """(shortest, longest) source length of each batch, sorted."""
+    return sorted(((src != PAD).sum(1).min().item(), (src != PAD).sum(1).max().item()) for src, _ in batches)
+
+
+def disjoint(spans):
+    return all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
+
+
+def test_a_pool_of_20_is_cut_into_20_sorted_batches_served_shuffled():
+    batches = translation.training_batches(TASK, 8, np.random.default_rng(0), "cpu", pool=20)
+    first, second = [next(batches) for _ in range(20)], [next(batches) for _ in range(20)]
+    assert all(src.size(0) == 8 and tgt.size(0) == 8 for src, tgt in first + second)
+    assert disjoint(spans(first)) and disjoint(spans(second))  # each pool: sorted, then cut
+    assert not disjoint(spans(first + second))                # a fresh pool after 20 batches
+    shortest = [(src != PAD).sum(1).min().item() for src, _ in first]
+    assert shortest != sorted(shortest)                        # served in random order
+    assert spans(first)[0][0] < spans(first)[-1][1]
+    unsorted = translation.training_batches(TASK, 8, np.random.default_rng(0), "cpu")  # pool 1: no sorting
+    assert sum(hi - lo for lo, hi in spans([next(unsorted) for _ in range(20)])) > 20 * 20
+
+
+def test_batches_come_from_the_seed_alone_not_from_torchs_global_generator():
+    def first_batches(seed, global_seed):
+        torch.manual_seed(global_seed)
+        batches = translation.training_batches(TASK, 8, np.random.default_rng(seed), "cpu")
+        return [[t.tolist() for t in next(batches)] for _ in range(3)]
+    assert first_batches(3, 0) == first_batches(3, 1) != first_batches(4, 0)
 
 
 @pytest.mark.parametrize("lengths", [(1, 5), (6, 5)])
@@ -153,6 +191,31 @@ def test_teacher_forced_scores_compare_argmax_to_the_next_gold_word():
     assert scores["exact_match"] == 0.5 and scores["token_accuracy"] == pytest.approx(10 / 11)
 
 
+def test_training_checks_every_5th_held_out_sentence_then_all_once_those_come_within_twice_the_error():
+    task = translation.ToyTranslation(4, 10)
+    pairs = sorted(task.pairs(50, np.random.default_rng(0)), key=lambda pair: len(pair[0]))
+    answers = {tuple(source): target for source, target in pairs}
+
+    def wrong_on(*indices):
+        wrong = {tuple(pairs[i][0]) for i in indices}
+
+        def model(src, tgt_in):  # right everywhere but the first word of the sentences `wrong`
+            sizes.append(len(src))
+            gold = torch.full(tgt_in.shape, PAD)
+            for row, source in enumerate(src.tolist()):
+                source = tuple(w for w in source if w != PAD)
+                gold[row, :len(answers[source]) + 1] = torch.tensor(answers[source] + [EOS])
+                gold[row, 0] = PAD if source in wrong else gold[row, 0]
+            return torch.nn.functional.one_hot(gold, task.vocab_size).float()
+        return model
+
+    evaluate = translation.held_out_check(task, pairs, "cpu", 0.9, "x")  # all checked from 0.8 on
+    sizes = []
+    assert evaluate(wrong_on(0, 5, 1))["exact_match"] == 0.94 and sizes == [10, 50]  # screen 0.8, then all
+    sizes = []
+    assert evaluate(wrong_on(0, 5, 10))["exact_match"] == 0.7 and sizes == [10]      # the screen: 0, 5, 10, ..
+
+
 def test_bucket_table_prints_a_dash_for_an_empty_bucket():
     task = translation.ToyTranslation(4, 25)
     scores = {"exact_match": 0.5, "token_accuracy": 0.75, "len 4-10": None,
@@ -203,7 +266,9 @@ def test_the_test_set_comes_from_test_seed_not_the_training_seed():
     task, pairs_a = translation.translation_task(args)
     args.seed = 4
     _, pairs_b = translation.translation_task(args)
-    assert pairs_a == pairs_b == task.pairs(20, np.random.default_rng(train.TEST_SEED))
+    drawn = task.pairs(20, np.random.default_rng(train.TEST_SEED))
+    assert pairs_a == pairs_b == sorted(drawn, key=lambda pair: len(pair[0]))  # sorted by source length
+    assert pairs_a != drawn
 
 
 @pytest.mark.parametrize("experiment", ["bahdanau", "transformer"])
