@@ -29,11 +29,17 @@ def strict_result_lines(stdout):
 
 def test_defaults_are_the_documented_ones():
     args = train.build_parser().parse_args(["bahdanau"])
-    assert (args.steps, args.batch_size, args.lr, args.eval_every) == (3000, 64, 3e-3, 100)
+    assert (args.steps, args.batch_size, args.lr, args.eval_every) == (1200, 64, 4e-3, 100)
     assert (args.embed_dim, args.hidden, args.align_dim, args.maxout) == (32, 64, 64, 32)
     assert args.clip == 1.0 and args.paper_init is False  # B.2: clip the gradient norm at 1
-    assert (args.min_len, args.max_len, args.test_size, args.beam, args.target) == (4, 40, 1000, 1, 0.99)
+    assert (args.min_len, args.max_len, args.test_size, args.beam, args.target) == (4, 30, 1000, 1, 0.99)
 
+
+def test_the_rate_is_held_for_70_percent_of_the_steps_then_decays_linearly_to_zero():
+    rate = lambda step: bahdanau_experiment.learning_rate(step, 4e-3, 1200)
+    assert rate(1) == rate(841) == 4e-3                       # held over the first 70%
+    assert rate(1020) == pytest.approx(4e-3 * 181 / 360)      # then linear over the last 360 steps
+    assert rate(1200) == pytest.approx(4e-3 / 360) and rate(1200) > 0
 
 
 def test_run_hands_the_loop_adam_clipping_the_loss_sorted_pools_and_equal_steps(run_train, monkeypatch):
@@ -60,8 +66,10 @@ def test_run_hands_the_loop_adam_clipping_the_loss_sorted_pools_and_equal_steps(
         assert (c.vocab_size, c.embed_dim, c.hidden, c.align_dim, c.maxout_dim, c.pad) == (149, 8, 8, 8, 4, PAD)
         assert c.paper_init is True
         optimizer = call["optimizer"]
-        assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 3e-3
-        assert call.get("lr_at") is None and call["clip"] == 0.5   # a constant rate; clipping
+        assert type(optimizer) is torch.optim.Adam and optimizer.defaults["lr"] == 4e-3
+        assert call["clip"] == 0.5
+        assert [call["lr_at"](k) for k in range(1, 6)] == [bahdanau_experiment.learning_rate(k, 4e-3, 5)
+                                                          for k in range(1, 6)]  # over --steps for both
     # RNNsearch stops when solved (>= --target); the baseline trains exactly as many steps, no early stop
     assert search["steps"] == 5 and search["solved at 0"]
     assert encdec["steps"] == 2 and not encdec["solved at 1"]
@@ -103,12 +111,12 @@ def test_cli_beam_decodes_with_the_beam(run_train):
 SMALLEST = ["--embed-dim", 4, "--hidden", 4, "--align-dim", 4, "--maxout", 2, "--batch-size", 2, "--device", "cpu"]
 
 
-def test_min_len_35_gives_one_bucket_and_strict_json(run_train):
-    code, out, err = run_train("bahdanau", "--steps", 1, "--min-len", 35, "--test-size", 4, *SMALLEST)
+def test_min_len_25_gives_one_bucket_and_strict_json(run_train):
+    code, out, err = run_train("bahdanau", "--steps", 1, "--min-len", 25, "--test-size", 4, *SMALLEST)
     assert code == 0, err
     metrics = strict_result_lines(out)[0]["metrics"]
-    assert [key for key in metrics if key.startswith("len ")] == ["len 35-40"]
-    assert all(isinstance(metrics["len 35-40"][k], float) for k in ("exact_match", "token_accuracy"))
+    assert [key for key in metrics if key.startswith("len ")] == ["len 25-30"]
+    assert all(isinstance(metrics["len 25-30"][k], float) for k in ("exact_match", "token_accuracy"))
 
 
 def test_an_empty_length_bucket_is_null_in_the_result_and_a_dash_in_the_table(run_train):
