@@ -45,17 +45,18 @@ def test_learning_rate_stays_positive_and_finite_and_peaks_at_lr(monkeypatch, st
 
 
 def test_default_schedule_is_a_linear_warmup_over_100_steps_then_a_linear_decay_to_zero(monkeypatch):
-    lr_at = loop_arguments(monkeypatch, *SMALL)["lr_at"]  # --steps 3000, --warmup 100, --lr 3e-3
+    lr_at = loop_arguments(monkeypatch, *SMALL)["lr_at"]  # --steps 1600, --warmup 100, --lr 6e-3
     for step in (1, 37, 100):
-        assert lr_at(step) == pytest.approx(3e-3 * step / 100)
-    for step in (101, 1500, 2999, 3000):
-        assert lr_at(step) == pytest.approx(3e-3 * (3001 - step) / 2901)
+        assert lr_at(step) == pytest.approx(6e-3 * step / 100)
+    for step in (101, 800, 1599, 1600):
+        assert lr_at(step) == pytest.approx(6e-3 * (1601 - step) / 1501)
 
 
 def test_defaults_are_the_documented_ones():
     args = train.build_parser().parse_args(["transformer"])
     assert (args.d_model, args.layers, args.heads, args.d_ff, args.dropout) == (64, 2, 4, 256, 0.0)
-    assert (args.label_smoothing, args.warmup, args.steps, args.lr, args.batch_size) == (0.1, 100, 3000, 3e-3, 32)
+    assert (args.label_smoothing, args.warmup, args.steps, args.lr, args.batch_size) == (0.1, 100, 1600, 6e-3, 32)
+    assert (args.min_len, args.max_len, args.test_size, args.target) == (4, 30, 1000, 0.99)
 
 
 def test_the_run_trains_adam_with_the_papers_betas(monkeypatch):
