@@ -5,13 +5,12 @@ worked out by hand from the paper, never with mta.py's own helpers."""
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import mta
-from experiments import mta_experiment
+from experiments.letter_blocks import LetterBlocks
 
 # 1 - lambda_init, lambda_init = 0.8 - 0.6 exp(-0.3 (l - 1)) (section 3.3), by layer index from 0
 # (the paper's l = index + 1): worked out by hand
@@ -362,7 +361,7 @@ def test_bf16_model_at_the_papers_length_stays_close_with_float32_rope_tables():
 def test_a_few_steps_on_one_batch_lower_the_loss():
     torch.manual_seed(0)
     model = mta.MTATransformer(small_config(d_model=32))
-    tokens, positions, targets = mta_experiment.LetterBlocks(3).batch(16, np.random.default_rng(0))
+    tokens, positions, targets = LetterBlocks(3).draw(16, torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
