@@ -21,15 +21,12 @@ Paper vs this file:
 - RNNEncDec keeps RNNsearch's bidirectional encoder and gives the decoder the fixed context
   c = [->h_Tx ; <-h_1] (both ends of the BiRNN, size 2n like an attention context) where Cho et al.
   use the last state of a one-way encoder: an equal-size baseline, if anything a stronger one.
-- Init: torch's defaults; `paper_init=True` gives Appendix B.1's (orthogonal recurrent matrices,
-  W_a, U_a ~ N(0, 0.001^2), v_a and biases 0, the rest N(0, 0.01^2)). With Adam at this scale the
-  tiny init sat on a plateau for ~1500 steps before learning (`--paper-init`), hence the default.
-- Training (the experiment): Adam at 4e-3, held for 70% of the run's 1200 steps and then decayed
-  linearly to zero, instead of Adadelta (rho 0.95, eps 1e-6) with no schedule (at a constant rate the
-  held-out exact match swung for hundreds of steps before it settled); batch 64 instead of 80, fresh
-  random sentences of 4-30 words (the paper trains on up to 30 or 50: RNNsearch-30/-50); like the
-  paper (B.2) it sorts a pool of minibatches by length before cutting them (a pool of 20 here), and
-  clips the gradient norm at 1.
+- Init: torch's defaults; `paper_init=True` gives Appendix B.1's (orthogonal recurrent matrices, W_a,
+  U_a ~ N(0, 0.001^2), v_a and biases 0, the rest N(0, 0.01^2)), which sat ~1500 steps on a plateau here.
+- Training (the experiment): Adam at 4e-3 for 70% of 1200 steps, then linear to zero (at a constant
+  rate held-out exact match swung for hundreds of steps), not Adadelta (rho 0.95, eps 1e-6); batch 64,
+  not 80; fresh sentences of 4-30 words (RNNsearch-30's); as B.2, minibatches cut from a pool (of 20
+  here) sorted by length; gradient norm clipped at 1.
 - Beam search: the paper gives no width; hypotheses that emit EOS leave the beam, which shrinks, and
   the best finished one by total log-probability wins (no length normalisation). Both decoders return
   the words after BOS, the first EOS kept and PAD after it (as transformer.py's); float32 islands
