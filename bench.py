@@ -49,6 +49,14 @@ def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
 
+def time_once(step, args):
+    """Seconds of one call of step on args.clock, the device synchronized before and after."""
+    sync(args.device)
+    start = args.clock()
+    step()
+    sync(args.device)
+    return args.clock() - start
+
 
 # ----- The blocks, each on its own input x [B, T, 64], made once ---------------------------------
 class SDPABlock(nn.Module):
@@ -64,25 +72,23 @@ class SDPABlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
-def bahdanau_steps(attention, s, annotations, mask):
-    """The decoder's T steps, the states s given (teacher forcing), the keys U_a h_j once (A.1.2)."""
-    keys = attention.U_a(annotations)
-    return torch.stack([attention(s_i, annotations, mask, keys)[0] for s_i in s.unbind(1)], 1)
-
 def build_block(name, T, device):
-    """-> (forward() -> output, the modules, the input x [B, T, 64])"""
+    """-> (forward() -> output, the module, the input x [B, T, 64])"""
     x = torch.randn(B, T, D, device=device, requires_grad=True)
     if name == "transformer":
         m = transformer.MultiHeadAttention(D, HEADS, dropout=0.0)
-        return (lambda: m(x, x, x)), [m], x
+        return (lambda: m(x, x, x)), m, x
     if name == "hopfield":
         m = hopfield.Hopfield(hopfield.HopfieldConfig(d_model=D, n_heads=HEADS))
-        return (lambda: m(x, x)[0]), [m], x
+        return (lambda: m(x, x)[0]), m, x
     if name == "bahdanau":
         m = bahdanau.AdditiveAttention(D, D, D)     # state, annotations, n': all 64 wide, one head
         annotations = torch.randn(B, T, D, device=device, requires_grad=True)
         mask = torch.ones(B, T, dtype=torch.bool, device=device)
-        return (lambda: bahdanau_steps(m, x, annotations, mask)), [m], x
+        def decoder_steps():   # the states x given (teacher forcing), the keys U_a h_j made once (A.1.2)
+            keys = m.U_a(annotations)
+            return torch.stack([m(s_i, annotations, mask, keys)[0] for s_i in x.unbind(1)], 1)
+        return decoder_steps, m, x
     if name in ("sdpa", "sdpa-causal"):
         m = SDPABlock(causal=name == "sdpa-causal")
     elif name in ("cope-none", "cope"):
@@ -92,9 +98,7 @@ def build_block(name, T, device):
             nn.init.normal_(m.cope.pos_emb, std=0.02)   # a trained-looking table, not the zero init
     elif name in ("mta-none", "mta"):
         m = mta.MultiTokenAttention(mta.MTAConfig(d_model=D, n_heads=HEADS, max_len=T, mta=name == "mta"))
-    else:
-        raise ValueError(name)
-    return (lambda: m(x)), [m], x
+    return (lambda: m(x)), m, x
 
 BLOCKS = {  # name: (row label, reference, [B, H, T, T]-sized maps alive at the peak, roughly)
     "sdpa": ("SDPA, unmasked (reference for the next two)", None, 1),
@@ -114,9 +118,27 @@ DECODER_MAX_T = 1024   # beyond, one run of the decoder takes seconds (3.6 s at 
 
 
 # ----- Measuring: docs/performance.md says how -------------------------------------------------
-def saved_bytes(forward, modules):
-    """Run forward under a saved-tensor hook: bytes of the distinct storages kept for backward."""
-    params = {p.untyped_storage().data_ptr() for m in modules for p in m.parameters()}
+def fwd_bwd(forward, module, x, args):
+    """One forward + backward, the gradients of the last one dropped first."""
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+    with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        out = forward()
+    out.float().sum().backward()
+
+def memory_of(forward, module, x, args):
+    """Bytes one forward + backward needs: on CUDA its peak allocated; on CPU the distinct storages saved
+    for backward (a saved-tensor hook), the parameters not counted."""
+    if args.device.type == "cuda":
+        module.zero_grad(set_to_none=True)   # the last run's gradients, freed before the count starts
+        x.grad = None
+        sync(args.device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fwd_bwd(forward, module, x, args)
+        sync(args.device)
+        return torch.cuda.max_memory_allocated() - before
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
     seen = {}
     def pack(t):
         storage = t.untyped_storage()
@@ -124,29 +146,8 @@ def saved_bytes(forward, modules):
             seen[storage.data_ptr()] = storage.nbytes()
         return t
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    return out, sum(seen.values())
-
-def fwd_bwd(forward, modules, x, args, measure_memory=False):
-    """One forward + backward; returns the bytes it needed when measure_memory."""
-    for m in modules:
-        m.zero_grad(set_to_none=True)
-    x.grad = None
-    memory = None
-    if measure_memory and args.device.type == "cuda":
-        sync(args.device)
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-        if measure_memory and args.device.type == "cpu":
-            out, memory = saved_bytes(forward, modules)
-        else:
-            out = forward()
-    out.float().sum().backward()
-    if measure_memory and args.device.type == "cuda":
-        sync(args.device)
-        memory = torch.cuda.max_memory_allocated() - before
-    return memory
+        fwd_bwd(forward, module, x, args)
+    return sum(seen.values())
 
 def plan_repeats(first, args):
     """{name: seconds of its warm-up run} -> {name: timed runs}: each block as many as its own warm-up
@@ -178,48 +179,35 @@ def time_in_turns(steps, args):
     times = {name: [] for name in steps}
     for names in schedule(plan_repeats({name: first for name, (_, first) in steps.items()}, args)):
         for name in names:
-            sync(args.device)
-            start = args.clock()
-            steps[name][0]()
-            sync(args.device)
-            times[name].append(args.clock() - start)
+            times[name].append(time_once(steps[name][0], args))
     return {name: timing(t) for name, t in times.items()}
 
 def measure_size(T, names, args, results, notes):
-    """Every block of `names` at this T: memory from an untimed run, the warm-up, then the timed runs
-    interleaved."""
+    """Every block of `names` at this T: memory from an untimed run, the warm-up, the timed runs interleaved."""
     log(f"[bench] T={T}: {', '.join(names)}")
-    runs = {}
+    runs = {}   # name: (run, memory, seconds of its warm-up)
     for name in names:
         need = {**BLOCKS, **DECODER}[name][2] * B * HEADS * T * T * 4   # bytes at the peak, roughly
         if need > args.max_bytes:
-            results[name, T] = None
             notes.add(f"T={T}: {name} skipped, it needs about {need / 2**30:.0f} GiB "
                       f"(budget {args.max_bytes / 2**30:.0f} GiB, --max-gb)")
             continue
         torch.manual_seed(0)
-        forward, modules, x = build_block(name, T, args.device)
-        for m in modules:
-            m.to(args.device).train()
-        run = lambda forward=forward, modules=modules, x=x: fwd_bwd(forward, modules, x, args)
+        forward, module, x = build_block(name, T, args.device)
+        module.to(args.device).train()
+        run = lambda forward=forward, module=module, x=x: fwd_bwd(forward, module, x, args)
         try:
             if args.device.type == "cuda":   # a first run allocates workspaces that are not the block's
                 run()
-            memory = fwd_bwd(forward, modules, x, args, measure_memory=True)
-            sync(args.device)
-            start = args.clock()
-            run()                            # the warm-up, whose time sets the number of timed runs
-            sync(args.device)
+            memory = memory_of(forward, module, x, args)
+            runs[name] = (run, memory, time_once(run, args))   # the warm-up sets the number of timed runs
         except torch.OutOfMemoryError:
-            results[name, T] = None
             notes.add(f"T={T}: {name} ran out of memory")
             torch.cuda.empty_cache()
-            continue
-        runs[name] = (run, memory, args.clock() - start)
     timings = time_in_turns({name: (run, first) for name, (run, _, first) in runs.items()}, args)
     for name, (_, memory, _) in runs.items():
-        results[name, T] = (timings[name], memory)
         t = timings[name]
+        results[name, T] = (t, memory)
         log(f"[bench] attention {name:12s} T={T:5d}  {t.median * 1e3:9.2f} ms ({t.min * 1e3:.2f} to "
             f"{t.max * 1e3:.2f}, {t.n} runs)  {memory / 2**20:9.1f} MiB")
 
@@ -258,12 +246,12 @@ def padded_batch(batch, T, vocab, device, generator):
     return tokens.to(device)
 
 def transformer_step(batch, T, args):
-    """-> (seconds ours, seconds torch's, parameters ours, parameters torch's)"""
+    """-> (Timing ours, Timing torch's, parameters ours, parameters torch's)"""
     config = transformer.TransformerConfig(vocab_size=149, max_len=max(512, T))   # file defaults
     g = torch.Generator().manual_seed(0)
     src, tgt = padded_batch(batch, T, 149, args.device, g), padded_batch(batch, T + 1, 149, args.device, g)
     tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
-    steps = {}
+    steps, sizes = {}, []
     for name, model in (("ours", transformer.Transformer(config)), ("torch", TorchTransformer(config))):
         model.to(args.device).train()
         optimizer = transformer.make_optimizer(model, lr=1e-4)
@@ -275,18 +263,13 @@ def transformer_step(batch, T, args):
             loss.backward()
             optimizer.step()
         step()                               # the optimizer's state is made on the first step
-        sync(args.device)
-        start = args.clock()
-        step()
-        sync(args.device)
-        steps[name] = (step, args.clock() - start)
+        steps[name] = (step, time_once(step, args))
+        sizes.append(sum(p.numel() for p in model.parameters()))
     timings = time_in_turns(steps, args)
-    out = [timings["ours"], timings["torch"]]
-    log(f"[bench] transformer step B={batch} T={T}: ours {out[0].median * 1e3:.1f} ms, "
-        f"torch {out[1].median * 1e3:.1f} ms")
-    sizes = [sum(p.numel() for p in m.parameters())
-             for m in (transformer.Transformer(config), TorchTransformer(config))]
-    return out[0], out[1], *sizes
+    ours, theirs = timings["ours"], timings["torch"]
+    log(f"[bench] transformer step B={batch} T={T}: ours {ours.median * 1e3:.1f} ms, "
+        f"torch {theirs.median * 1e3:.1f} ms")
+    return ours, theirs, *sizes
 
 
 # ----- Tables and the command line ---------------------------------------------------------------
@@ -306,22 +289,17 @@ def spread(t):
 def mib(nbytes):
     return f"{nbytes / 2**20:.3g}" if nbytes < 100 * 2**20 else f"{nbytes / 2**20:.0f}"
 
-def cell(results, name, T, index, versus):
-    """Time (index 0: min / median / max, ratio of the medians) or memory (1) of a block at T."""
-    value, ref = results.get((name, T)), results.get((versus, T))
-    if value is None:
-        return "-"
-    number = (lambda v: v[0].median) if index == 0 else (lambda v: v[1])
-    ratio = f" ({number(value) / number(ref):.1f}x)" if ref is not None and versus != name else ""
-    return (spread(value[0]) if index == 0 else mib(value[1])) + ratio
-
-def row(cells):
-    return "| " + " | ".join(cells) + " |"
+def print_table(heading, header, align, rows):
+    """heading, then a Markdown table; align: a letter a column, l(eft) or r(ight)."""
+    print(heading)
+    print("| " + " | ".join(header) + " |\n|" + "".join("---:|" if a == "r" else "---|" for a in align))
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
 
 def hardware(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
+    try:   # platform.processor() alone is often just the architecture
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         return names[0] if names else platform.processor()
@@ -331,7 +309,6 @@ def hardware(device):
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, as train.py's
         self.exit(2, f"bench.py: error: {message}\n")
-
 
 def parse_args(argv):
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -369,62 +346,58 @@ def parse_args(argv):
     args.device = torch.device(args.device)
     args.bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and args.device.type == "cuda")
     args.clock_name, args.clock = args.clock, time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.max_gb is not None:
-        args.max_bytes = args.max_gb * 2**30
-    elif args.device.type == "cuda":
-        args.max_bytes = 0.8 * torch.cuda.mem_get_info()[0]
-    else:
-        args.max_bytes = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    args.max_bytes = (args.max_gb * 2**30 if args.max_gb is not None
+                      else 0.8 * torch.cuda.mem_get_info()[0] if args.device.type == "cuda"
+                      else 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     if args.quick:
         args.repeats, args.seconds_per_cell = min(args.repeats, 5), min(args.seconds_per_cell, 0.3)
     return args
 
-def print_attention_tables(results, sizes, args):
-    dtype = "bf16 autocast" if args.bf16 else "float32"
+def print_tables(results, sizes, scaling, step_rows, args):
+    # 1. Each paper's attention block: time, then memory, each with its ratio to its SDPA reference
     memory_kind = ("peak allocated during forward + backward" if args.device.type == "cuda"
                    else "bytes saved for backward")
     clock = "CPU time of the process" if args.clock_name == "cpu" else "wall-clock time"
-    print(f"### Attention cost per paper: {hardware(args.device)} ({args.device.type}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {dtype}, {clock}\n")
-    print(f"Forward + backward of one attention block on x [{B}, T, {D}]: batch {B}, {HEADS} heads of "
-          f"width {HEAD_DIM}. ms, min / median / max of the timed runs, and in brackets the ratio of the "
-          f"medians to the SDPA reference at the same T.\n")
-    for index in (0, 1):
-        if index == 1:
-            print(f"\nMemory, MiB ({memory_kind}), ratio to the SDPA reference in brackets:\n")
-        print(row(["block"] + [f"T={T}" for T in sizes]) + "\n|---|" + "---:|" * len(sizes))
-        for name, (label, ref, _) in BLOCKS.items():
-            print(row([label] + [cell(results, name, T, index, ref or name) for T in sizes]))
-    runs = [results[key][0].n for key in results if results[key] and key[0] in BLOCKS and key[1] in sizes]
+    print(f"### Attention cost per paper: {hardware(args.device)} ({args.device.type}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {'bf16 autocast' if args.bf16 else 'float32'}, {clock}\n")
+    headings = (f"Forward + backward of one attention block on x [{B}, T, {D}]: batch {B}, {HEADS} heads of "
+                f"width {HEAD_DIM}. ms, min / median / max of the timed runs, and in brackets the ratio of the "
+                f"medians to the SDPA reference at the same T.\n",
+                f"\nMemory, MiB ({memory_kind}), ratio to the SDPA reference in brackets:\n")
+    for heading, number, text in ((headings[0], lambda v: v[0].median, lambda v: spread(v[0])),
+                                  (headings[1], lambda v: v[1], lambda v: mib(v[1]))):
+        def cell(value, ref):
+            if value is None:
+                return "-"
+            return text(value) + (f" ({number(value) / number(ref):.1f}x)" if ref is not None else "")
+        print_table(heading, ["block"] + [f"T={T}" for T in sizes], "l" + "r" * len(sizes),
+                    [[label] + [cell(results.get((name, T)), results.get((ref, T))) for T in sizes]
+                     for name, (label, ref, _) in BLOCKS.items()])
+    runs = [t.n for (name, T), (t, _) in results.items() if name in BLOCKS and T in sizes]
     if runs:
         print(f"\nTimed runs per figure: {min(runs)}{'' if min(runs) == max(runs) else f' to {max(runs)}'}, "
-              f"each block's own number from its "
-              f"warm-up (at least {min(MIN_REPEATS, args.repeats)}, at most --repeats {args.repeats}).")
+              f"each block's own number from its warm-up (at least {min(MIN_REPEATS, args.repeats)}, "
+              f"at most --repeats {args.repeats}).")
 
-def print_decoder_table(results, sizes):
+    # 2. Bahdanau's decoder, beside the unmasked SDPA at the same T
     (name, (label, versus, _)), = DECODER.items()
-    print(f"\n### Bahdanau's decoder: T steps, one query each\n")
-    print(f"{label}: forward + backward of the T steps over T annotations (teacher forcing, the states "
-          f"given), one after another, as the decoder must run them; ms, min / median / max. For scale, "
-          f"the unmasked SDPA of the first table, all T queries at once.\n")
-    print("| T | decoder ms | per step, ms (median) | SDPA, unmasked, ms (median) | ratio | memory, MiB |\n"
-          "|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for T in sizes:
         value, ref = results.get((name, T)), results.get((versus, T))
-        if value is None:
-            print(row([str(T)] + ["-"] * 5))
-            continue
-        ratio = f"{value[0].median / ref[0].median:.0f}x" if ref else "-"
-        print(row([str(T), spread(value[0]), f"{value[0].median * 1e3 / T:.3g}",
-                   ms(ref[0].median) if ref else "-", ratio, mib(value[1])]))
+        rows.append([str(T)] + ["-"] * 5 if value is None else
+                    [str(T), spread(value[0]), f"{value[0].median * 1e3 / T:.3g}", ms(ref[0].median) if ref else "-",
+                     f"{value[0].median / ref[0].median:.0f}x" if ref else "-", mib(value[1])])
+    print_table(f"\n### Bahdanau's decoder: T steps, one query each\n\n"
+                f"{label}: forward + backward of the T steps over T annotations (teacher forcing, the states "
+                f"given), one after another, as the decoder must run them; ms, min / median / max. For scale, "
+                f"the unmasked SDPA of the first table, all T queries at once.\n",
+                ["T", "decoder ms", "per step, ms (median)", "SDPA, unmasked, ms (median)", "ratio", "memory, MiB"],
+                "rrrrrr", rows)
     if max(sizes) > DECODER_MAX_T:
         print(f"\n\"-\": not timed beyond T = {DECODER_MAX_T}, where one run takes seconds.")
 
-def print_targets(results, sizes, step_rows):
-    print("\n### Targets\n")
-    print("Ratio of the medians, and in brackets the ratio of the minima (the runs least disturbed).\n")
-    print("| target | measured | met |\n|---|---|---|")
-    targets = []   # (target, {T: (ratio of medians, ratio of minima)}, the highest ratio that meets it)
+    # 3. Targets: (target, {T: (ratio of medians, ratio of minima)}, the highest ratio that meets it)
+    targets = []
     for name, base, limit, what in (("cope", "cope-none", 1.5, "CoPE <= 1.5x cope.py pos=none"),
                                     ("mta", "mta-none", 2.0, "MTA <= 2x mta.py mta=False")):
         ratios = {T: (results[name, T][0].median / results[base, T][0].median,
@@ -433,33 +406,35 @@ def print_targets(results, sizes, step_rows):
         targets.append((f"{what}, time", ratios, limit))
     ratios = {T: (ours.median / theirs.median, ours.min / theirs.min) for _, T, ours, theirs, _, _ in step_rows}
     targets.append(("transformer.py training step <= 1.0x torch.nn.Transformer", ratios, 1.0))
-    for what, ratios, limit in targets:
-        met = ("yes" if max(r for r, _ in ratios.values()) <= limit else "no") if ratios else "-"
-        print(row([what, ", ".join(f"{r:.2f}x ({m:.2f}x) at T={T}" for T, (r, m) in ratios.items()), met]))
+    print_table("\n### Targets\n\nRatio of the medians, and in brackets the ratio of the minima (the runs least "
+                "disturbed).\n", ["target", "measured", "met"], "lll",
+                [[what, ", ".join(f"{r:.2f}x ({m:.2f}x) at T={T}" for T, (r, m) in ratios.items()),
+                  ("yes" if max(r for r, _ in ratios.values()) <= limit else "no") if ratios else "-"]
+                 for what, ratios, limit in targets])
 
-def print_step_table(step_rows):
-    print("\n### transformer.py against torch.nn.Transformer: one training step\n")
-    print("d_model 64, 2 + 2 layers, 4 heads, d_ff 256, dropout 0, vocabulary 149, padded random sentences of "
-          "4..T tokens; forward, label-smoothed loss, backward, Adam. torch's attention projections have "
-          "biases (the paper's have none), hence its extra parameters. ms, min / median / max.\n")
-    print("| batch | T | transformer.py ms | nn.Transformer ms | ratio of medians | parameters (ours / torch's) |\n"
-          "|---:|---:|---:|---:|---:|---|")
-    for batch, T, ours, theirs, n_ours, n_theirs in step_rows:
-        print(row([str(batch), str(T), spread(ours), spread(theirs), f"{ours.median / theirs.median:.2f}x",
-                   f"{n_ours:,} / {n_theirs:,}"]))
+    # 4. One training step of transformer.py against torch.nn.Transformer
+    print_table("\n### transformer.py against torch.nn.Transformer: one training step\n\n"
+                "d_model 64, 2 + 2 layers, 4 heads, d_ff 256, dropout 0, vocabulary 149, padded random sentences "
+                "of 4..T tokens; forward, label-smoothed loss, backward, Adam. torch's attention projections have "
+                "biases (the paper's have none), hence its extra parameters. ms, min / median / max.\n",
+                ["batch", "T", "transformer.py ms", "nn.Transformer ms", "ratio of medians",
+                 "parameters (ours / torch's)"], "rrrrrl",
+                [[str(batch), str(T), spread(ours), spread(theirs), f"{ours.median / theirs.median:.2f}x",
+                  f"{n_ours:,} / {n_theirs:,}"] for batch, T, ours, theirs, n_ours, n_theirs in step_rows])
 
-def print_scaling_table(results, scaling):
-    print("\n### How cost grows with T\n")
-    print("Least-squares slope of log(cost) against log(T) (2 = quadratic): over all the sizes shown, and "
-          "over the largest three, where fixed costs per call no longer hide the growth. Time: the median.\n")
-    print(row(["block", "cost"] + [f"T={T}" for T in scaling] + ["exponent", "largest 3"])
-          + "\n|---|---|" + "---:|" * (len(scaling) + 2))
+    # 5. How the cost of CoPE and MTA grows with T
+    rows = []
     for name in SCALING:
         for what, value, fmt in (("time, ms", lambda v: v[0].median, ms), ("memory, MiB", lambda v: v[1], mib)):
             points = [(T, value(results[name, T])) for T in scaling if results.get((name, T))]
             exponents = [f"{slope(*zip(*p)):.2f}" if len(p) >= 2 else "-" for p in (points, points[-3:])]
             cells = [fmt(value(results[name, T])) if results.get((name, T)) else "-" for T in scaling]
-            print(row([BLOCKS[name][0], what] + cells + exponents))
+            rows.append([BLOCKS[name][0], what] + cells + exponents)
+    print_table("\n### How cost grows with T\n\nLeast-squares slope of log(cost) against log(T) (2 = quadratic): "
+                "over all the sizes shown, and over the largest three, where fixed costs per call no longer hide "
+                "the growth. Time: the median.\n",
+                ["block", "cost"] + [f"T={T}" for T in scaling] + ["exponent", "largest 3"],
+                "ll" + "r" * (len(scaling) + 2), rows)
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -477,12 +452,7 @@ def main(argv=None):
         if T <= DECODER_MAX_T:
             measure_size(T, list(DECODER), args, results, notes)
     step_rows = [(batch, T, *transformer_step(batch, T, args)) for batch, T in steps]
-
-    print_attention_tables(results, sizes, args)
-    print_decoder_table(results, sizes)
-    print_targets(results, sizes, step_rows)
-    print_step_table(step_rows)
-    print_scaling_table(results, scaling)
+    print_tables(results, sizes, scaling, step_rows, args)
     for note in sorted(notes):
         print(f"\n- {note}")
     print(f"\n`{shlex.join(['python', 'bench.py', *argv])}` took {time.perf_counter() - started:.0f} s.")
