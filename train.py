@@ -23,8 +23,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
+try:
+    import numpy as np
+    import torch
+except ModuleNotFoundError as missing:  # a newcomer's first run: one line, not a traceback
+    print(f"train.py: error: {missing.name} is not installed: pip install -r requirements.txt", file=sys.stderr)
+    sys.exit(2)
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 

@@ -293,3 +293,14 @@ def test_no_experiment_writes_to_the_command_line_arguments(run_train, monkeypat
     monkeypatch.setattr(experiment, "run", watched)
     assert run_train(name, *TINY[name], "--steps", 1, "--eval-every", 1, "--device", "cpu")[0] == 0
     assert changed == []
+
+
+@pytest.mark.parametrize("module", ["torch", "numpy"])
+def test_a_missing_dependency_is_one_line_and_exit_2(module):
+    # sys.modules[name] = None makes `import name` fail as if it were not installed
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py")
+    code = (f"import runpy, sys; sys.modules[{module!r}] = None; sys.argv = ['train.py', 'cope']; "
+            f"runpy.run_path({script!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"train.py: error: {module} is not installed: pip install -r requirements.txt"
