@@ -93,14 +93,10 @@ def test_flag_defaults_are_the_papers_task_and_the_documented_budget():
     assert (args.query_letters, args.block_length, args.batch_size, args.test_size) == (2, 5, 64, 1000)
     assert (args.kq_conv, args.c_q, args.c_k, args.head_mix, args.head_norm, args.heads) == ("pre", 2, 9, "", "", 2)
     assert (args.layers, args.d_model, args.lr, args.warmup, args.target_error) == (2, 64, 3e-3, 100, 0.01)
-    assert mta_experiment.blocks_and_steps(args) == (4, 2500)
-    compare = train.build_parser().parse_args(["mta", "--compare"])
-    assert mta_experiment.blocks_and_steps(compare) == (2, 8000)
-    given = train.build_parser().parse_args(["mta", "--compare", "--blocks", "5", "--steps", "30"])
-    assert mta_experiment.blocks_and_steps(given) == (5, 30)
+    assert (args.blocks, args.steps) == (2, 2500)
 
 
-def test_compare_trains_both_models_at_two_blocks_for_8000_steps_unless_told(run_train, monkeypatch):
+def test_compare_trains_both_models_at_the_default_size_and_schedule(run_train, monkeypatch):
     seen = []
 
     def no_training(model, optimizer, next_batch, loss_fn, evaluate, solved, steps, eval_every, lr_at, **settings):
@@ -113,12 +109,12 @@ def test_compare_trains_both_models_at_two_blocks_for_8000_steps_unless_told(run
     code, out, err = run_train("mta", "--compare", "--seeds", "1", "--test-size", "10", "--d-model", "16")
     assert code == 0, err
     # 2 blocks: 2 x (5 letters + '.' or '#'), 2 query letters, the target but its last letter = 18 tokens;
-    # the cosine ends (0.1 x 3e-3) at step 8000
-    assert seen == [(8000, pytest.approx(3e-4), 18)] * 2
+    # the cosine ends (0.1 x 3e-3) at step 2500
+    assert seen == [(2500, pytest.approx(3e-4), 18)] * 2
     assert [r["metrics"]["blocks"] for r in result_lines(out)] == [2, 2]
-    code, out, err = run_train("mta", "--test-size", "10", "--d-model", "16")
+    code, out, err = run_train("mta", "--test-size", "10", "--d-model", "16", "--blocks", "4", "--steps", "300")
     assert code == 0, err
-    assert seen[2:] == [(2500, pytest.approx(3e-4), 30)]  # without --compare: 4 blocks, 2500 steps
+    assert seen[2:] == [(300, pytest.approx(3e-4), 30)]  # as told: 4 blocks (4 x 6 + 2 + 4 tokens), 300 steps
 
 
 def test_the_test_set_is_fixed_whatever_the_seed():
@@ -211,7 +207,7 @@ def test_the_data_file_sets_the_task_shape_without_writing_args(tmp_path):
     task, train_examples, test = mta_experiment.mta_data(args)
     assert (task.n_blocks, task.query_letters, task.block_length) == (6, 3, 7)
     assert train_examples is None and len(test) == 5
-    assert (mta_experiment.blocks_and_steps(args)[0], args.query_letters, args.block_length) == (4, 2, 5)  # as given
+    assert (args.blocks, args.query_letters, args.block_length) == (2, 2, 5)  # as given
 
 
 def test_cli_a_one_block_file_of_26_letter_targets_runs(run_train, tmp_path):
