@@ -485,6 +485,9 @@ def restore_run(args, parser):
     if (flags.get("seeds") or 1) > 1:  # model.pt then holds the last seed's model alone
         raise UsageError(f"{path} comes from a run of several seeds: --resume and --eval take a single run")
     defaults = vars(parser.parse_args([args.name]))
+    missing = [key for key in defaults if key not in flags and key not in ("resume", "eval")]
+    if missing:  # a flag that came later: its default today need not be what the run used
+        raise UsageError(f"{path} was written before train.py had --{missing[0].replace('_', '-')}: train it again")
     for key, value in vars(args).items():
         if key not in ("device", "dtype", "compile", "out", "resume", "eval", "start") and \
                 value != defaults.get(key) and value != flags.get(key):

@@ -265,6 +265,11 @@ def test_resume_refuses_other_flags_and_other_experiments(run_train, tmp_path):
     run_train("cope", *TINY["cope"], "--steps", 2, "--seeds", 2, "--device", "cpu", "--out", seeds)
     code, _, err = run_train("cope", "--resume", seeds)
     assert code == 2 and "several seeds" in err
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    del saved["flags"]["label_smoothing"]  # as if written before that flag existed
+    torch.save(saved, tmp_path / "model.pt")
+    code, _, err = run_train("transformer", "--resume", tmp_path)
+    assert code == 2 and "--label-smoothing" in err and "Traceback" not in err
     (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
     code, _, err = run_train("transformer", "--eval", tmp_path)
     assert code == 2 and "not a checkpoint" in err and "Traceback" not in err
