@@ -315,8 +315,6 @@ def memn2n_table(args, finished, train_size):
 def run(args):
     """3 hops with PE, LS and RN on one bAbI-style task, or on several jointly; --compare: Table 1's hop columns,
     1, 2 and 3 hops, each one model trained jointly on tasks 1-3 with its column's settings, and the table."""
-    if args.start is not None and "restarts" not in vars(args):  # saved before --restarts and --task lists
-        raise train.UsageError(f"{args.resume or args.eval}: a checkpoint of an older memn2n experiment; train again")
     if args.start is not None and args.restarts > 1:  # its model.pt holds the kept restart's model alone
         raise train.UsageError(f"{args.resume or args.eval}: a run of {args.restarts} restarts; --resume and --eval "
                                "take a single run")

@@ -315,7 +315,7 @@ def test_a_checkpoint_from_before_restarts_and_task_lists_is_refused_in_one_line
     torch.save(saved, tmp_path / "model.pt")
     for flag in ("--resume", "--eval"):
         code, _, err = run_train("memn2n", flag, tmp_path, "--device", "cpu")
-        assert code == 2 and len(err.strip().splitlines()) == 1 and "older memn2n" in err, err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "before train.py had --restarts" in err, err
 
 
 # --- real runs ---------------------------------------------------------------------------------
