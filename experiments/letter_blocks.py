@@ -37,7 +37,7 @@ class LetterBlocks:
 
     vocab_size = len(BLOCK_VOCAB)
 
-    def __init__(self, n_blocks=4, query_letters=2, block_length=5):
+    def __init__(self, n_blocks=2, query_letters=2, block_length=5):
         if not 1 <= query_letters <= block_length <= len(LETTERS):
             raise ValueError(f"need 1 <= query letters ({query_letters}) <= block length "
                              f"({block_length}) <= {len(LETTERS)}")

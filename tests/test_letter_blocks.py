@@ -33,7 +33,7 @@ def sigma_bound(p, n, sigmas=4.5):
 
 @pytest.fixture(scope="module")
 def many_samples():
-    """4000 samples of the default shape (4 blocks of 5 letters, L = 2)."""
+    """4000 samples of 4 blocks of 5 letters, L = 2 (more distractors than the default 2 blocks)."""
     return LetterBlocks(4, 2, 5).examples(4000, seeded(11))
 
 
