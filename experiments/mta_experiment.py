@@ -7,10 +7,10 @@ with one key, so no single weight can ask "which block holds g AND a"; MTA's key
 trains on fresh generated sequences (or the authors' files, --data) and is scored on a fixed held-out
 set; a run shows the answering head before and after the convolution. --compare also trains standard
 attention (mta.py with mta=False) at equal size and steps, 3 seeds each, and prints both beside the
-paper's numbers. At the default size (2 blocks, 2500 steps) standard attention learns to copy the block
-within those steps but not yet to find it, the paper's failure; given 3x the steps it finds it too (README).
+paper's numbers. At the default size (2 blocks, 2500 steps) standard attention, on half the seeds tried,
+learns to copy the block but not yet to find it, the paper's failure; given 3x the steps it finds it too
+(README).
 """
-
 import numpy as np
 import torch
 import torch.nn.functional as F
